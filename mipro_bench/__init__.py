@@ -1,0 +1,1 @@
+"""mipro-bench: fair, pytest-native prompt-optimizer benchmarks on Banking77."""

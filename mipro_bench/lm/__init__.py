@@ -1,0 +1,1 @@
+"""LM endpoints: settings, the local gateway (simulated or forwarding), usage, clients."""

@@ -1,0 +1,112 @@
+"""Which LM a run talks to, chosen once and passed everywhere.
+
+Selection rule (README "Choosing the LM"): `--lm` wins; otherwise `--api-base`
+means an OpenAI-compatible server, an OPENAI_API_KEY means OpenAI, and with
+neither the run uses the deterministic simulated LM and says so in one line.
+The key itself is never stored here, only the name of the variable holding
+it, so no record or log can leak it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Literal
+
+Backend = Literal["sim", "openai", "local", "compatible"]
+BACKENDS: tuple[Backend, ...] = ("sim", "openai", "local", "compatible")
+DEFAULT_MODEL = "gpt-4.1-nano"
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class LMConfigError(ValueError):
+    """An LM choice that cannot work (e.g. --lm openai without a key)."""
+
+
+@dataclass(frozen=True)
+class LMSettings:
+    backend: Backend
+    model: str
+    base_url: str | None  # upstream OpenAI-compatible URL (None for sim; local is set at start)
+    api_key_env: str | None = None  # name of the environment variable with the key
+    temperature: float = 0.0
+    max_tokens: int = 256
+    timeout_s: float = 60.0
+    max_retries: int = 4
+
+    @property
+    def simulated(self) -> bool:
+        return self.backend == "sim"
+
+    @property
+    def label(self) -> str:
+        """How the LM is named in tables: simulated runs say so in the name itself."""
+        return f"{self.model} [simulated]" if self.simulated else self.model
+
+    def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        if not self.api_key_env:
+            return None
+        return (env if env is not None else os.environ).get(self.api_key_env)
+
+    def with_base_url(self, base_url: str) -> LMSettings:
+        return replace(self, base_url=base_url)
+
+
+def load_dotenv(path: Path = Path(".env"), env: dict[str, str] | None = None) -> None:
+    """Fill missing environment variables from a .env file (KEY=VALUE lines)."""
+    target = env if env is not None else os.environ
+    if not path.is_file():
+        return
+    for raw in path.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.removeprefix("export ").strip()
+        target.setdefault(key, value.strip().strip("'\""))
+
+
+def resolve_lm_settings(
+    *,
+    lm: str | None = None,
+    api_base: str | None = None,
+    model: str = DEFAULT_MODEL,
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+    timeout_s: float = 60.0,
+    env: Mapping[str, str] | None = None,
+) -> tuple[LMSettings, str]:
+    """Resolve the LM choice; returns the settings and the one line to print at start."""
+    env = env if env is not None else os.environ
+    if lm is not None and lm not in ("sim", "openai", "local"):
+        raise LMConfigError(f"--lm must be one of sim, openai, local (got {lm!r})")
+    common = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
+              "timeout_s": timeout_s}
+    if lm == "sim" or (lm is None and not api_base and not env.get("OPENAI_API_KEY")):
+        why = "--lm sim" if lm == "sim" else "no OPENAI_API_KEY and no --api-base"
+        return (
+            LMSettings(backend="sim", base_url=None, **common),
+            f"LM: simulated (deterministic, offline) standing in for {model} ({why}); "
+            "numbers are labelled 'simulated'",
+        )
+    if lm == "local":
+        return (
+            LMSettings(backend="local", base_url=api_base, **common),
+            f"LM: local llama.cpp server{' at ' + api_base if api_base else ''} with {model}",
+        )
+    if api_base:
+        key_env = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY") else None
+        return (
+            LMSettings(backend="compatible", base_url=api_base.rstrip("/"),
+                       api_key_env=key_env, **common),
+            f"LM: OpenAI-compatible server at {api_base.rstrip('/')} with model {model}",
+        )
+    if not env.get("OPENAI_API_KEY"):
+        raise LMConfigError("--lm openai needs OPENAI_API_KEY (environment or .env)")
+    return (
+        LMSettings(backend="openai", base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY",
+                   **common),
+        f"LM: OpenAI {model} (real calls, real cost)",
+    )

@@ -1,0 +1,1 @@
+"""The deterministic simulated LM (offline default): policy and its labels."""

@@ -1,0 +1,1 @@
+"""Optimizer adapters: one file each, behind the protocol in `base`."""

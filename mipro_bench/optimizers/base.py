@@ -1,0 +1,86 @@
+"""The one small protocol every optimizer adapter implements.
+
+An adapter optimizes and evaluates prompts in its own format (a DSPy program
+runs through DSPy, a Synth instruction through the task app); the runner owns
+everything else (baseline and test evaluation order, usage, the record), so
+a third optimizer is one new file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from mipro_bench.data import Split, Splits
+from mipro_bench.lm.endpoint import LMEndpoint
+from mipro_bench.prompt import BASELINE_INSTRUCTION
+from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, TrajectoryPoint
+
+BASELINE_PROMPT = OptimizedPrompt(instruction=BASELINE_INSTRUCTION, demos=())
+
+Progress = Callable[[str], None]
+
+
+class NotSupported(Exception):
+    """This optimizer cannot run this configuration (e.g. Synth MIPRO few-shot)."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much an optimizer may spend. Each adapter reads the knobs it has.
+
+    trials/auto/num_candidates are DSPy MIPROv2's; rollouts is Synth MIPRO's.
+    The benchmark matrix picks them so both sides get comparable LM calls.
+    """
+
+    trials: int | None = None
+    auto: str | None = None
+    num_candidates: int | None = None
+    rollouts: int | None = None
+    minibatch_size: int | None = None
+    max_bootstrapped_demos: int = 4
+    max_labeled_demos: int = 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class OptimizeRequest:
+    splits: Splits
+    lm: LMEndpoint
+    mode: Mode
+    budget: Budget
+    seed: int
+    workdir: Path
+    progress: Progress | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def say(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(message)
+
+
+@dataclass(frozen=True)
+class OptimizeOutcome:
+    prompt: OptimizedPrompt
+    best_val_score: float | None  # the optimizer's own best score, 0..1; never test accuracy
+    trajectory: tuple[TrajectoryPoint, ...] = ()
+    backend: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Optimizer(Protocol):
+    name: ClassVar[str]  # record name, e.g. "dspy_miprov2"
+    slug: ClassVar[str]  # result file slug, e.g. "dspy_mipro"
+    supported_modes: ClassVar[frozenset[Mode]]
+
+    def optimize(self, request: OptimizeRequest) -> OptimizeOutcome: ...
+
+    def evaluate(
+        self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest, phase: str
+    ) -> tuple[ItemResult, ...]:
+        """Score `prompt` on every item of `split` in this optimizer's own format."""
+        ...
