@@ -286,3 +286,33 @@ def summary(splits: Splits) -> dict[str, object]:
             for s in (splits.train, splits.val, splits.test)
         },
     }
+
+
+def main() -> None:
+    """`python -m mipro_bench.data`: print the panel a run would use (a quick data check)."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Summarize the Banking77 splits")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--train-size", type=int, default=100)
+    parser.add_argument("--val-size", type=int, default=50)
+    parser.add_argument("--test-size", type=int, default=308)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    try:
+        splits = make_splits(
+            load_banking77(args.data_dir),
+            train_size=args.train_size,
+            val_size=args.val_size,
+            test_size=args.test_size,
+            seed=args.seed,
+        )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(json.dumps(summary(splits), indent=2))
+
+
+if __name__ == "__main__":
+    main()

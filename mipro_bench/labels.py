@@ -42,15 +42,15 @@ def map_to_label(answer: str | None, labels: Sequence[str]) -> str | None:
     key = normalize(text)
     if key in index:
         return index[key]
-    padded = f"_{normalize(re.sub(r'[^A-Za-z0-9_\- ]', ' ', text))}_"
+    words = normalize(re.sub(r"[^A-Za-z0-9_ -]", " ", text))
+    padded = f"_{words}_"
     contained = [name for norm, name in index.items() if f"_{norm}_" in padded]
+    # Named inside a sentence: accept only when every hit is part of one longest name
+    # ("top_up_failed" also contains no other intent), never when two intents are named.
     if contained:
-        # Prefer the longest name: "card_arrival" inside "card_arrival_time" is not a hit,
-        # but "top_up_failed" contains "top_up"-like prefixes of other names.
         longest = max(contained, key=len)
-        if all(normalize(longest).find(normalize(o)) >= 0 for o in contained):
-            return longest
-        return None
+        inside = normalize(longest)
+        return longest if all(normalize(o) in inside for o in contained) else None
     close = difflib.get_close_matches(key, list(index), n=1, cutoff=CLOSE_MATCH_CUTOFF)
     return index[close[0]] if close else None
 

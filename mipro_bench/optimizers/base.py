@@ -55,8 +55,14 @@ class OptimizeRequest:
     budget: Budget
     seed: int
     workdir: Path
+    # The gateway path segment this case's LM calls are counted under; unique per case so
+    # concurrent cases (xdist, several seeds) never mix their usage.
+    scope: str
     progress: Progress | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    def lm_base_url(self, phase: str) -> str:
+        return self.lm.base_url(self.scope, phase)
 
     def say(self, message: str) -> None:
         if self.progress is not None:

@@ -1,0 +1,3 @@
+"""Root conftest: wires the session fixtures for tests/ and benchmarks/."""
+
+pytest_plugins = ["fixtures.data"]
