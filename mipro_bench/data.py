@@ -199,7 +199,9 @@ def load_hub() -> Banking77:
         ds = datasets.load_dataset(HF_DATASET)
     except Exception as exc:  # network, auth, missing package: all end the same way
         reason = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise DataError(f"Banking77: could not load {HF_DATASET} from the hub ({reason}); {hint}")
+        raise DataError(
+            f"Banking77: could not load {HF_DATASET} from the hub ({reason}); {hint}"
+        ) from None
     labels = tuple(ds["train"].features["label"].names)
     return Banking77(
         train=tuple(

@@ -39,6 +39,9 @@ class ItemResult:
     expected: str
     predicted: str | None
     correct: bool
+    # Why the item has no answer when the LM call itself failed (it is scored wrong and
+    # counted); None for every answered item, including unparseable answers.
+    error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +262,7 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(payload, fh, indent=2, sort_keys=False, default=str)
             fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
