@@ -9,9 +9,16 @@ client (dspy's own engine, litellm, openai, requests, aiohttp), which dspy's
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import httpx
 
 from mipro_bench.lm.settings import LMSettings
+
+if TYPE_CHECKING:
+    from mipro_bench.results import PhaseUsage
 
 GATEWAY_API_KEY = "mipro-bench-gateway"  # not a secret: the gateway holds the real key
 
@@ -28,3 +35,22 @@ class LMEndpoint:
     @property
     def api_key(self) -> str:
         return GATEWAY_API_KEY
+
+    def usage(self, optimizer: str | None = None, *, timeout_s: float = 10.0,
+              ) -> dict[str, dict[str, PhaseUsage]]:
+        """Usage counted so far by the gateway (GET /usage), for code that only has the
+        endpoint (another process, an xdist worker): {optimizer: {phase: PhaseUsage}}."""
+        from mipro_bench.lm.usage import usage_from_json
+
+        params = {"optimizer": optimizer} if optimizer is not None else None
+        response = _local_client().get(f"{self.gateway_url}/usage", params=params,
+                                       timeout=timeout_s)
+        response.raise_for_status()
+        return usage_from_json(response.json())
+
+
+@functools.cache
+def _local_client() -> httpx.Client:
+    """One pooled client for reading the local gateway: a new httpx client costs ~40 ms
+    (SSL context), and proxy variables must not apply to 127.0.0.1 (trust_env=False)."""
+    return httpx.Client(trust_env=False)

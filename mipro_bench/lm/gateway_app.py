@@ -1,0 +1,241 @@
+"""The LM gateway as an ASGI app: routing, validation, fault knobs and usage accounting.
+
+Every LM call of a run is sent here, under a path naming the optimizer and
+the phase (`/s/{optimizer}/{phase}/v1/chat/completions`), so counting here is
+complete whatever client made the call. The answer itself comes from a
+responder (simulated policy or a forwarder to a real server). Bad input gets
+a 4xx with an OpenAI-style JSON error, never a 500 or a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from mipro_bench.lm.knobs import FaultInjector, Knobs, KnobsError
+from mipro_bench.lm.responders import (
+    SIMULATED_FINGERPRINT,
+    InvalidChatRequest,
+    Reply,
+    Responder,
+    UpstreamFailure,
+)
+from mipro_bench.lm.usage import UNSCOPED, UsageLedger, usage_to_json
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
+_SCOPE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:=+@-]{0,127}$")
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(json.dumps(data, separators=(",", ":")).encode(), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error",
+           headers: dict[str, str] | None = None) -> Response:
+    return _json({"error": {"message": message, "type": kind, "code": status}}, status, headers)
+
+
+class Gateway:
+    """State of one gateway: its responder, the usage ledger and the fault knobs."""
+
+    def __init__(self, responder: Responder, *, model: str, knobs: Knobs | None = None) -> None:
+        self.responder = responder
+        self.model = model
+        self.ledger = UsageLedger()
+        self.faults = FaultInjector(knobs)
+        self._apply_policy_knobs(self.faults.knobs)
+
+    def set_knobs(self, changes: dict[str, Any]) -> Knobs:
+        knobs = self.faults.knobs.updated(changes)
+        self._apply_policy_knobs(knobs)  # may refuse: then nothing has changed
+        self.faults.set(knobs)
+        return knobs
+
+    def _apply_policy_knobs(self, knobs: Knobs) -> None:
+        setter = getattr(self.responder, "set_malformed_rate", None)
+        if setter is not None:
+            setter(knobs.malformed_rate)
+        elif knobs.malformed_rate:
+            raise KnobsError("malformed_rate only applies to the simulated LM")
+
+    # -- the chat route -------------------------------------------------------------------
+
+    async def chat(self, request: Request, optimizer: str, phase: str) -> Response:
+        response = await self._chat(request, optimizer, phase)
+        if response.status_code != 200:
+            self.ledger.record_error(optimizer, phase)
+        return response
+
+    async def _chat(self, request: Request, optimizer: str, phase: str) -> Response:
+        for what, name in (("optimizer", optimizer), ("phase", phase)):
+            if not _SCOPE_NAME.match(name):
+                return _error(400, f"invalid {what} path segment {name!r}: use letters, digits "
+                                   "and _ . : = + @ - (at most 128)")
+        body, problem = await self._read_body(request)
+        if problem is not None:
+            return problem
+        knobs = self.faults.knobs
+        injected = self.faults.draw_error()
+        if injected is not None:
+            if knobs.latency_s:
+                await asyncio.sleep(knobs.latency_s)
+            return self._injected_error(injected, knobs)
+        try:
+            reply = await self.responder.complete(body)
+        except InvalidChatRequest as exc:
+            if exc.body is not None:
+                return _json(exc.body, exc.status)
+            return _error(exc.status, str(exc))
+        except UpstreamFailure as exc:
+            return _error(502, str(exc), "upstream_error")
+        except Exception:
+            # A bug in the policy, not the client's fault: say so plainly (no traceback out).
+            log.exception("LM responder failed on a well-formed request")
+            return _error(500, "the LM gateway's responder failed on this request; "
+                               "see the gateway log", "server_error")
+        return await self._account(reply, optimizer, phase, knobs)
+
+    async def _read_body(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            return {}, _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        raw = await request.body()
+        if len(raw) > MAX_BODY_BYTES:
+            return {}, _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+        try:
+            body = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return {}, _error(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(body, dict):
+            return {}, _error(400, "request body must be a JSON object (a chat-completions "
+                                   "request)")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return {}, _error(400, "'messages' must be a non-empty list")
+        if not all(isinstance(m, dict) for m in messages):
+            return {}, _error(400, "every item of 'messages' must be an object")
+        if body.get("stream"):
+            return {}, _error(400, "streaming is not supported by the mipro-bench LM gateway "
+                                   "(send stream=false)")
+        return body, None
+
+    def _injected_error(self, status: int, knobs: Knobs) -> Response:
+        headers: dict[str, str] = {}
+        if status == 429:
+            kind, message = "rate_limit_error", "rate limit (injected by the mipro-bench gateway)"
+            if knobs.retry_after_s is not None:
+                value = knobs.retry_after_s
+                headers["retry-after"] = str(int(value)) if value == int(value) else f"{value:g}"
+                headers["retry-after-ms"] = str(int(value * 1000))
+        else:
+            kind, message = "server_error", (
+                f"server error {status} (injected by the mipro-bench gateway)")
+        return _error(status, message, kind, headers)
+
+    async def _account(self, reply: Reply, optimizer: str, phase: str,
+                       knobs: Knobs) -> Response:
+        usage = reply.body.get("usage") if isinstance(reply.body.get("usage"), dict) else {}
+        input_tokens = _as_int(usage.get("prompt_tokens"))
+        output_tokens = _as_int(usage.get("completion_tokens"))
+        self.ledger.record_call(optimizer, phase, input_tokens=input_tokens,
+                                output_tokens=output_tokens,
+                                cost_usd=self.responder.cost_of(reply.body))
+        delay = knobs.latency_s + knobs.latency_per_output_token_s * output_tokens
+        if delay > 0:
+            await asyncio.sleep(delay)
+        return _json(reply.body, reply.status, reply.headers)
+
+    # -- the other routes ---------------------------------------------------------------
+
+    def models(self) -> Response:
+        owner = SIMULATED_FINGERPRINT if self.responder.simulated else self.responder.backend
+        return _json({"object": "list", "data": [
+            {"id": m, "object": "model", "created": 0, "owned_by": owner}
+            for m in self.responder.model_ids()
+        ]})
+
+    def health(self) -> Response:
+        return _json({"status": "ok", "simulated": self.responder.simulated,
+                      "backend": self.responder.backend, "model": self.model})
+
+
+def _as_int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def build_app(gateway: Gateway) -> Starlette:
+    """The Starlette app serving `gateway` (responder started and stopped with the app)."""
+
+    async def chat_unscoped(request: Request) -> Response:
+        return await gateway.chat(request, UNSCOPED, UNSCOPED)
+
+    async def chat_scoped(request: Request) -> Response:
+        p = request.path_params
+        return await gateway.chat(request, p["optimizer"], p["phase"])
+
+    async def models(request: Request) -> Response:
+        return gateway.models()
+
+    async def health(request: Request) -> Response:
+        return gateway.health()
+
+    async def usage(request: Request) -> Response:
+        return _json(usage_to_json(gateway.ledger.snapshot(request.query_params.get("optimizer"))))
+
+    async def usage_reset(request: Request) -> Response:
+        gateway.ledger.reset(request.query_params.get("optimizer"))
+        return _json({"status": "reset"})
+
+    async def knobs(request: Request) -> Response:
+        if request.method == "GET":
+            return _json(gateway.faults.knobs.to_dict())
+        try:
+            changes = json.loads(await request.body() or b"{}")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _error(400, f"knobs body is not valid JSON: {exc}")
+        if not isinstance(changes, dict):
+            return _error(400, "knobs body must be a JSON object of knob: value")
+        try:
+            return _json(gateway.set_knobs(changes).to_dict())
+        except (KnobsError, TypeError) as exc:
+            return _error(400, str(exc))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}",
+                      "not_found" if exc.status_code == 404 else "invalid_request_error")
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.responder.startup()
+        try:
+            yield
+        finally:
+            await gateway.responder.shutdown()
+
+    routes = [
+        Route("/v1/chat/completions", chat_unscoped, methods=["POST"]),
+        Route("/s/{optimizer}/{phase}/v1/chat/completions", chat_scoped, methods=["POST"]),
+        Route("/v1/models", models, methods=["GET"]),
+        Route("/s/{optimizer}/{phase}/v1/models", models, methods=["GET"]),
+        Route("/health", health, methods=["GET"]),
+        Route("/usage", usage, methods=["GET"]),
+        Route("/usage/reset", usage_reset, methods=["POST"]),
+        Route("/admin/knobs", knobs, methods=["GET", "POST"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={HTTPException: http_error})
