@@ -8,7 +8,7 @@ a third optimizer is one new file.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -16,15 +16,24 @@ from typing import Any, ClassVar, Protocol
 from mipro_bench.data import Split, Splits
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.prompt import BASELINE_INSTRUCTION
-from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, TrajectoryPoint
+from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, PhaseUsage, TrajectoryPoint
 
 BASELINE_PROMPT = OptimizedPrompt(instruction=BASELINE_INSTRUCTION, demos=())
 
 Progress = Callable[[str], None]
+# Reads one case's LM usage so far, per phase, as the gateway counted it.
+UsageReader = Callable[[], Mapping[str, PhaseUsage]]
 
 
 class NotSupported(Exception):
     """This optimizer cannot run this configuration (e.g. Synth MIPRO few-shot)."""
+
+
+class UsageError(ValueError):
+    """A budget or option combination that cannot run (CLIs: one line, exit 2).
+
+    Raised before any LM call, e.g. DSPy's `--trials` together with `--auto`.
+    """
 
 
 @dataclass(frozen=True)
@@ -60,9 +69,19 @@ class OptimizeRequest:
     scope: str
     progress: Progress | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    # This case's usage so far (the gateway's count, complete whatever the client): the
+    # runner's usage block and an adapter's score-vs-calls trajectory both read it.
+    usage: UsageReader | None = None
 
     def lm_base_url(self, phase: str) -> str:
         return self.lm.base_url(self.scope, phase)
+
+    def read_usage(self) -> Mapping[str, PhaseUsage]:
+        """This case's per-phase usage so far: the in-process reader if given, else the
+        gateway's `GET /usage` (works from any process, e.g. an xdist worker)."""
+        if self.usage is not None:
+            return self.usage()
+        return self.lm.usage(self.scope).get(self.scope, {})
 
     def say(self, message: str) -> None:
         if self.progress is not None:
@@ -76,12 +95,18 @@ class OptimizeOutcome:
     trajectory: tuple[TrajectoryPoint, ...] = ()
     backend: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    # Files the optimizer wrote in request.workdir (e.g. {"program": .../dspy_program.json});
+    # the runner copies each next to the result record and records where.
+    artifacts: dict[str, Path] = field(default_factory=dict)
 
 
 class Optimizer(Protocol):
     name: ClassVar[str]  # record name, e.g. "dspy_miprov2"
     slug: ClassVar[str]  # result file slug, e.g. "dspy_mipro"
     supported_modes: ClassVar[frozenset[Mode]]
+
+    # Optional: `check(self, request) -> None` raising UsageError (or NotSupported) for a
+    # request that cannot run; the runner calls it before any LM call or file.
 
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome: ...
 

@@ -1,0 +1,91 @@
+"""One matrix case as a pytest test: its parameters, its run, its floors, its record.
+
+Each optimizer's benchmark file is then a few lines (parametrize over
+`case_params("<optimizer>")`, call the `bench_case` fixture), so the Synth and
+DSPy cases cannot drift apart in how they run, skip, assert or report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mipro_bench.data import Splits
+from mipro_bench.lm.endpoint import LMEndpoint
+from mipro_bench.matrix import Case, Matrix, MatrixError, load_matrix
+from mipro_bench.optimizers import UnknownOptimizer, create_optimizer
+from mipro_bench.optimizers.base import OptimizeRequest
+from mipro_bench.results import RunRecord
+from mipro_bench.runner import run_case
+
+USER_PROPERTY = "mipro_record"  # request.node.user_properties entry holding record.to_dict()
+RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
+
+
+def case_params(optimizer: str, matrix: Matrix | str | Path | None = None) -> list[Any]:
+    """pytest.param per matrix case of `optimizer`, id like
+    `dspy_miprov2-instruction_only-gpt-4.1-nano-seed1` (unsupported ones included: they
+    skip with their reason when run). A broken matrix stops the session with one line."""
+    try:
+        if not isinstance(matrix, Matrix):
+            matrix = load_matrix(matrix)
+        cases = matrix.for_optimizer(optimizer)
+    except (MatrixError, UnknownOptimizer) as exc:
+        pytest.exit(f"mipro-bench: {exc}", returncode=4)
+    params = []
+    for case in cases:
+        marks = [pytest.mark.benchmark_case]
+        params.append(pytest.param(case, id=case.id, marks=marks))
+    return params
+
+
+def run_bench_case(
+    case: Case,
+    *,
+    item: pytest.Item,
+    splits: Splits,
+    endpoint: LMEndpoint,
+    results_dir: Path,
+    workdir: Path,
+    session: Any | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> RunRecord:
+    """Run `case` (or skip it with its reason), attach the record, assert its floors."""
+    if case.unsupported:
+        if session is not None:
+            from mipro_bench.compare import UnsupportedCase
+
+            session.add_unsupported(
+                UnsupportedCase(case.optimizer, case.mode, case.model, case.unsupported))
+        pytest.skip(f"not supported: {case.unsupported}")
+    if case.model != endpoint.settings.model:
+        pytest.skip(f"model {case.model} not selected (this session runs "
+                    f"{endpoint.settings.model}; see --mipro-model)")
+    optimizer = create_optimizer(case.optimizer, **case.options)
+    scope = f"{case.slug}-{case.mode}-s{case.seed}-{_short(item.nodeid)}"
+    request = OptimizeRequest(
+        splits=splits, lm=endpoint, mode=case.mode, budget=case.budget,  # type: ignore[arg-type]
+        seed=case.seed, workdir=workdir, scope=scope, progress=progress,
+        options=dict(case.options),
+    )
+    record, path = run_case(optimizer, request, results_dir=results_dir)
+    item.user_properties.append((USER_PROPERTY, record.to_dict()))
+    item.user_properties.append(("mipro_record_path", str(path)))
+    item.stash[RECORD_KEY] = record
+    if session is not None:
+        session.add_record(record)
+    problems = case.floors(record.lm.simulated).violations(record)
+    if problems:
+        pytest.fail(f"{case.id}: " + "; ".join(problems) + f" (record: {path})", pytrace=False)
+    return record
+
+
+def _short(nodeid: str) -> str:
+    """A URL-safe, unique-enough token for the gateway scope of one test item."""
+    import hashlib
+    import uuid
+
+    return hashlib.sha256(f"{nodeid}:{uuid.uuid4()}".encode()).hexdigest()[:8]

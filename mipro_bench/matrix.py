@@ -1,0 +1,249 @@
+"""The declarative benchmark matrix: optimizers x modes x models x seeds, budgets, floors.
+
+`benchmarks/matrix.toml` is the one place that says which cases exist, what each
+optimizer may spend (chosen so both get comparable LM-call budgets) and which
+scores a case must reach. Combinations an optimizer cannot run are expanded
+too, carrying the reason, so the benchmark collects them and skips them
+visibly instead of leaving a silent hole in the comparison table.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from mipro_bench.optimizers import UnknownOptimizer, get_spec
+from mipro_bench.optimizers.base import Budget
+from mipro_bench.results import MODES, RunRecord
+
+DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "benchmarks" / "matrix.toml"
+LM_KINDS = ("sim", "real")
+FLOOR_SELECTORS = ("optimizer", "mode", "model", "lm")
+
+
+class MatrixError(ValueError):
+    """A matrix file that cannot be used; the message is one line naming file and problem."""
+
+
+@dataclass(frozen=True)
+class Floors:
+    """What a finished case must reach. None means "not checked"."""
+
+    # optimized test accuracy >= this
+    min_optimized_test_accuracy: float | None = None
+    # optimized test accuracy >= baseline test accuracy - this
+    max_drop_vs_baseline: float | None = None
+    # optimized test accuracy >= baseline test accuracy + this (a claim of real gain)
+    min_improvement: float | None = None
+
+    def violations(self, record: RunRecord) -> list[str]:
+        """Each unmet floor as one readable line (empty when the record passes)."""
+        if record.status != "succeeded":
+            return [f"run {record.status}: {record.error or 'no error recorded'}"]
+        res = record.results
+        out: list[str] = []
+        opt, base = res.optimized_test_accuracy, res.baseline_test_accuracy
+        if opt is None:
+            return ["no optimized test accuracy in the record"]
+        if self.min_optimized_test_accuracy is not None and opt < self.min_optimized_test_accuracy:
+            out.append(
+                f"optimized test accuracy {opt:.3f} < floor {self.min_optimized_test_accuracy:.3f}"
+            )
+        if base is not None:
+            if self.max_drop_vs_baseline is not None and opt < base - self.max_drop_vs_baseline:
+                out.append(
+                    f"optimized test accuracy {opt:.3f} is more than "
+                    f"{self.max_drop_vs_baseline:.3f} below the baseline {base:.3f}"
+                )
+            if self.min_improvement is not None and opt < base + self.min_improvement:
+                out.append(
+                    f"improvement {opt - base:+.3f} over the baseline {base:.3f} is below "
+                    f"{self.min_improvement:+.3f}"
+                )
+        return out
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case (one test item): optimizer, mode, model, seed and what it may spend."""
+
+    optimizer: str
+    mode: str
+    model: str
+    seed: int
+    budget: Budget
+    options: dict[str, Any] = field(default_factory=dict)
+    floors_by_lm: dict[str, Floors] = field(default_factory=dict)
+    unsupported: str | None = None  # why this optimizer cannot run this mode
+
+    @property
+    def id(self) -> str:
+        return f"{self.optimizer}-{self.mode}-{self.model}-seed{self.seed}"
+
+    @property
+    def slug(self) -> str:
+        return get_spec(self.optimizer).slug
+
+    def floors(self, simulated: bool) -> Floors:
+        return self.floors_by_lm.get("sim" if simulated else "real", Floors())
+
+
+@dataclass(frozen=True)
+class Matrix:
+    path: Path
+    cases: tuple[Case, ...]
+
+    def for_optimizer(self, name: str) -> tuple[Case, ...]:
+        get_spec(name)  # an unknown name is a clear error, not an empty parametrization
+        return tuple(c for c in self.cases if c.optimizer == name)
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.id == case_id:
+                return c
+        raise MatrixError(f"{self.path}: no case {case_id!r}")
+
+
+def load_matrix(path: str | Path | None = None) -> Matrix:
+    """Read and expand the matrix; every problem is a MatrixError with one line."""
+    path = Path(path) if path is not None else DEFAULT_MATRIX
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MatrixError(f"{path}: no such matrix file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MatrixError(f"{path}: not valid TOML ({exc})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MatrixError(f"{path}: cannot read ({exc})") from None
+    try:
+        return Matrix(path=path, cases=_expand(data))
+    except MatrixError as exc:
+        raise MatrixError(f"{path}: {exc}") from None
+
+
+def _expand(data: dict[str, Any]) -> tuple[Case, ...]:
+    known_tables = {"schema", "matrix", "budget", "options", "floors"}
+    unknown = sorted(set(data) - known_tables)
+    if unknown:
+        raise MatrixError(f"unknown top-level key(s) {', '.join(unknown)}")
+    if data.get("schema", 1) != 1:
+        raise MatrixError(f"schema {data.get('schema')!r} is not supported (expected 1)")
+    axes = _table(data, "matrix")
+    optimizers = _str_list(axes, "optimizers")
+    modes = _str_list(axes, "modes")
+    models = _str_list(axes, "models")
+    seeds = axes.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(
+        isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds
+    ):
+        raise MatrixError("[matrix] seeds must be a non-empty list of integers >= 0")
+    for name in optimizers:
+        try:
+            get_spec(name)
+        except UnknownOptimizer as exc:
+            raise MatrixError(f"[matrix] {exc}") from None
+    for mode in modes:
+        if mode not in MODES:
+            raise MatrixError(f"[matrix] unknown mode {mode!r}; expected {', '.join(MODES)}")
+    budgets = {name: _budget(data, name) for name in optimizers}
+    options = {name: dict(_table(data.get("options", {}), name, required=False))
+               for name in optimizers}
+    rules = _floor_rules(data.get("floors", []))
+    cases = []
+    for name in optimizers:
+        spec = get_spec(name)
+        for mode in modes:
+            for model in models:
+                for seed in seeds:
+                    where = {"optimizer": name, "mode": mode, "model": model}
+                    cases.append(
+                        Case(
+                            optimizer=name,
+                            mode=mode,
+                            model=model,
+                            seed=seed,
+                            budget=budgets[name],
+                            options=options[name],
+                            floors_by_lm={lm: _floors_for(rules, {**where, "lm": lm})
+                                          for lm in LM_KINDS},
+                            unsupported=spec.unsupported_reason(mode),
+                        )
+                    )
+    ids = [c.id for c in cases]
+    if len(set(ids)) != len(ids):
+        raise MatrixError("[matrix] lists a value twice (case ids repeat)")
+    return tuple(cases)
+
+
+def _table(data: Any, key: str, *, required: bool = True) -> dict[str, Any]:
+    value = data.get(key) if isinstance(data, dict) else None
+    if value is None and not required:
+        return {}
+    if not isinstance(value, dict):
+        raise MatrixError(f"[{key}] table missing or not a table")
+    return value
+
+
+def _str_list(table: dict[str, Any], key: str) -> list[str]:
+    value = table.get(key)
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise MatrixError(f"[matrix] {key} must be a non-empty list of strings")
+    return value
+
+
+def _budget(data: dict[str, Any], optimizer: str) -> Budget:
+    table = _table(data.get("budget", {}), optimizer, required=False)
+    if not table:
+        raise MatrixError(f"[budget.{optimizer}] missing: every optimizer needs a budget")
+    known = {f.name: f for f in fields(Budget)}
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise MatrixError(
+            f"[budget.{optimizer}] unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
+        )
+    for key, value in table.items():
+        ok = isinstance(value, str) if key == "auto" else (
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+        if not ok:
+            raise MatrixError(f"[budget.{optimizer}] {key} = {value!r} is not valid")
+    return Budget(**table)
+
+
+@dataclass(frozen=True)
+class _Rule:
+    where: dict[str, str]
+    values: dict[str, float]
+
+
+def _floor_rules(raw: Any) -> list[_Rule]:
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise MatrixError("floors must be an array of tables ([[floors]])")
+    names = {f.name for f in fields(Floors)}
+    rules = []
+    for i, entry in enumerate(raw, start=1):
+        where = {k: v for k, v in entry.items() if k in FLOOR_SELECTORS}
+        values = {k: v for k, v in entry.items() if k not in FLOOR_SELECTORS}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise MatrixError(
+                f"[[floors]] #{i}: unknown key(s) {', '.join(unknown)}; known: "
+                f"{', '.join([*FLOOR_SELECTORS, *sorted(names)])}"
+            )
+        if "lm" in where and where["lm"] not in LM_KINDS:
+            raise MatrixError(f"[[floors]] #{i}: lm must be one of {', '.join(LM_KINDS)}")
+        for key, value in values.items():
+            if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+                raise MatrixError(f"[[floors]] #{i}: {key} must be a number in [0, 1]")
+        rules.append(_Rule(where=where, values={k: float(v) for k, v in values.items()}))
+    return rules
+
+
+def _floors_for(rules: list[_Rule], case: dict[str, str]) -> Floors:
+    """Every rule whose selectors all match applies; a later rule overrides an earlier key."""
+    merged: dict[str, float] = {}
+    for rule in rules:
+        if all(case.get(k) == v for k, v in rule.where.items()):
+            merged.update(rule.values)
+    return Floors(**merged)

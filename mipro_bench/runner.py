@@ -1,0 +1,236 @@
+"""One benchmark case end to end: baseline eval -> optimize -> test eval -> frozen record.
+
+The runner, not the adapter, owns the order of phases, the clocks, the usage
+read-out and the record, so every optimizer is measured the same way: both
+prompts scored by the suite on the same test split, usage counted by the
+gateway per phase, and an optimizer's own best score kept apart from test
+accuracy. A run that fails (any exception, an LM outage included) still
+leaves a `failed` record with the error and whatever it finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mipro_bench.optimizers.base import (
+    BASELINE_PROMPT,
+    NotSupported,
+    OptimizeOutcome,
+    Optimizer,
+    OptimizeRequest,
+    UsageReader,
+)
+from mipro_bench.results import (
+    PHASES,
+    CaseConfig,
+    DataInfo,
+    ItemResult,
+    LMInfo,
+    PhaseUsage,
+    RunRecord,
+    Scores,
+    Timing,
+    accuracy,
+    now_iso,
+    result_path,
+    write_json_atomic,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Progress:
+    """What a run has finished so far (what a failed record can still report)."""
+
+    baseline: tuple[ItemResult, ...] | None = None
+    outcome: OptimizeOutcome | None = None
+    optimized: tuple[ItemResult, ...] | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    phase: str | None = None
+
+
+def gateway_usage_reader(gateway: Any, scope: str) -> UsageReader:
+    """This scope's per-phase usage from a gateway handle (`.usage(optimizer=scope)`)."""
+    return lambda: gateway.usage(scope).get(scope, {})
+
+
+def run_case(
+    optimizer: Optimizer,
+    request: OptimizeRequest,
+    *,
+    results_dir: Path,
+    usage: UsageReader | None = None,
+) -> tuple[RunRecord, Path]:
+    """Run one case and write its record atomically; returns (record, path).
+
+    Configuration problems found before any LM call (`check`, unsupported mode)
+    raise; everything after that ends in a written record, `failed` or not.
+    """
+    if request.mode not in optimizer.supported_modes:
+        raise NotSupported(f"{optimizer.name} does not support mode {request.mode!r}")
+    check = getattr(optimizer, "check", None)
+    if callable(check):
+        check(request)  # UsageError before any LM call or file
+    usage = usage or request.read_usage
+    started_at = now_iso()
+    t0 = time.perf_counter()
+    done = _Progress()
+    error: str | None = None
+    interrupted: BaseException | None = None
+    splits = request.splits
+    try:
+        done.baseline = _timed(done, "baseline_eval", lambda: optimizer.evaluate(
+            BASELINE_PROMPT, splits.test, request, "baseline_eval"))
+        request.say(f"baseline test accuracy {accuracy(done.baseline):.3f}")
+        done.outcome = _timed(done, "optimize", lambda: optimizer.optimize(request))
+        outcome = done.outcome
+        done.optimized = _timed(done, "test_eval", lambda: optimizer.evaluate(
+            outcome.prompt, splits.test, request, "test_eval"))
+        request.say(f"optimized test accuracy {accuracy(done.optimized):.3f}")
+        done.phase = None
+    except Exception as exc:
+        error = _one_line(exc)
+        log.warning("case %s failed in %s: %s", request.scope, done.phase, error)
+        log.debug("%s", traceback.format_exc())
+    except KeyboardInterrupt as exc:  # still leave a record of what was finished
+        error, interrupted = "interrupted (KeyboardInterrupt)", exc
+    elapsed = time.perf_counter() - t0
+
+    usage_by_phase, usage_error = _read_usage(usage)
+    path = result_path(Path(results_dir), optimizer.slug)
+    artifacts = _keep_artifacts(done.outcome, path)
+    record = _record(optimizer, request, done, started_at, elapsed, error,
+                     usage_by_phase, usage_error, artifacts)
+    write_json_atomic(path, record.to_dict())
+    if interrupted is not None:
+        raise interrupted
+    return record, path
+
+
+def _timed(done: _Progress, phase: str, fn: Callable[[], Any]) -> Any:
+    done.phase = phase
+    start = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        done.seconds[phase] = time.perf_counter() - start
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return f"{type(exc).__name__}: {text[:500]}"
+
+
+def _read_usage(
+    usage: UsageReader | None,
+) -> tuple[dict[str, PhaseUsage], str | None]:
+    if usage is None:
+        return {}, "no usage reader (gateway not reachable from the runner)"
+    try:
+        got = dict(usage())
+    except Exception as exc:  # the record matters more than its usage block
+        return {}, f"usage unavailable: {_one_line(exc)}"
+    # Every phase appears (a phase that made no call shows zeros, not a gap).
+    return {phase: got.get(phase, PhaseUsage()) for phase in (*PHASES, *got)}, None
+
+
+def _keep_artifacts(outcome: OptimizeOutcome | None, record_path: Path) -> dict[str, str]:
+    """Copy the optimizer's files next to the record: <record stem>.<name><suffix>."""
+    kept: dict[str, str] = {}
+    if outcome is None:
+        return kept
+    for name, source in outcome.artifacts.items():
+        source = Path(source)
+        if not source.is_file():
+            continue
+        target = record_path.with_name(f"{record_path.stem}.{name}{source.suffix}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        kept[name] = target.name  # relative to the record's directory: portable
+    return kept
+
+
+def _record(
+    optimizer: Optimizer,
+    request: OptimizeRequest,
+    done: _Progress,
+    started_at: str,
+    elapsed: float,
+    error: str | None,
+    usage: dict[str, PhaseUsage],
+    usage_error: str | None,
+    artifacts: dict[str, str],
+) -> RunRecord:
+    splits, settings, outcome = request.splits, request.lm.settings, done.outcome
+    details: dict[str, Any] = dict(outcome.details) if outcome else {}
+    details.update(
+        scope=request.scope,
+        phase_seconds={k: round(v, 3) for k, v in done.seconds.items()},
+        item_errors={
+            phase: sum(1 for i in items if i.error)
+            for phase, items in (("baseline_eval", done.baseline), ("test_eval", done.optimized))
+            if items is not None
+        },
+    )
+    if artifacts:
+        details["artifacts"] = artifacts
+    if error is not None:
+        details["failed_phase"] = done.phase
+    if usage_error is not None:
+        details["usage_error"] = usage_error
+    evals = [done.seconds[p] for p in ("baseline_eval", "test_eval") if p in done.seconds]
+    return RunRecord(
+        optimizer=optimizer.name,
+        status="failed" if error is not None else "succeeded",
+        error=error,
+        backend=outcome.backend if outcome else None,
+        config=CaseConfig(
+            model=settings.model,
+            mode=request.mode,
+            train_size=len(splits.train),
+            val_size=len(splits.val),
+            test_size=len(splits.test),
+            budget=request.budget.to_dict(),
+            seed=request.seed,
+            data_seed=splits.seed,
+            extra=_json_safe(request.options),
+        ),
+        lm=LMInfo(
+            backend=settings.backend,
+            model=settings.model,
+            base_url=settings.base_url,  # the upstream, never the gateway, never a key
+            simulated=settings.simulated,
+        ),
+        data=DataInfo(source=splits.source, digests=splits.digests()),
+        results=Scores(
+            baseline_test_accuracy=accuracy(done.baseline) if done.baseline else None,
+            optimized_test_accuracy=accuracy(done.optimized) if done.optimized else None,
+            best_val_score=outcome.best_val_score if outcome else None,
+            baseline_per_item=done.baseline or (),
+            per_item=done.optimized or (),
+        ),
+        optimized_prompt=outcome.prompt if outcome else None,
+        usage=usage,
+        trajectory=outcome.trajectory if outcome else (),
+        timing=Timing(
+            optimize_seconds=done.seconds.get("optimize"),
+            eval_seconds=sum(evals) if evals else None,
+            elapsed_seconds=elapsed,
+        ),
+        started_at=started_at,
+        details=details,
+    )
+
+
+def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Adapter options as they can appear in JSON (callables and objects are left out)."""
+    return {k: v for k, v in options.items()
+            if isinstance(v, str | int | float | bool | type(None) | list | dict)}

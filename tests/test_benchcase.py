@@ -1,0 +1,88 @@
+"""A matrix case as a pytest test: ids, skips with reasons, attached records, floors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mipro_bench.benchcase import RECORD_KEY, USER_PROPERTY, case_params, run_bench_case
+from mipro_bench.data import Splits, load_banking77, make_splits
+from mipro_bench.lm.gateway import start_gateway
+from mipro_bench.lm.settings import resolve_lm_settings
+from mipro_bench.matrix import Case, Floors, load_matrix
+from mipro_bench.optimizers.base import Budget
+from mipro_bench.results import RunRecord
+from mipro_bench.session import MiproSession
+
+
+@pytest.fixture(scope="module")
+def tiny_splits(tiny_data_dir: Path) -> Splits:
+    return make_splits(load_banking77(tiny_data_dir), train_size=8, val_size=4, test_size=6)
+
+
+def case(**over) -> Case:
+    base = dict(optimizer="dspy_miprov2", mode="instruction_only", model="gpt-4.1-nano", seed=1,
+                budget=Budget(trials=1), options={"num_threads": 2})
+    base.update(over)
+    return Case(**base)
+
+
+def test_params_carry_the_documented_ids() -> None:
+    ids = [p.id for p in case_params("dspy_miprov2", load_matrix())]
+    assert "dspy_miprov2-instruction_only-gpt-4.1-nano-seed1" in ids
+    synth = [p.id for p in case_params("synth_mipro", load_matrix())]
+    assert "synth_mipro-fewshot-gpt-4.1-nano-seed1" in synth  # collected, skipped at run time
+
+
+def test_a_broken_matrix_stops_the_session_with_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "matrix.toml"
+    bad.write_text("[matrix\n")
+    with pytest.raises(pytest.exit.Exception, match="not valid TOML") as info:
+        case_params("dspy_miprov2", bad)
+    assert info.value.returncode == 4 and "\n" not in str(info.value.msg)
+    with pytest.raises(pytest.exit.Exception, match="unknown optimizer 'gepa'"):
+        case_params("gepa")
+
+
+def test_unsupported_case_is_skipped_with_its_reason_and_reported(
+        tiny_splits: Splits, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    session = MiproSession(results_dir=tmp_path)
+    settings, _ = resolve_lm_settings(lm="sim")
+    with start_gateway(settings) as gw, pytest.raises(pytest.skip.Exception, match="no demos"):
+        run_bench_case(case(optimizer="synth_mipro", mode="fewshot",
+                            unsupported="Synth MIPRO optimizes instructions only (no demos)"),
+                       item=request.node, splits=tiny_splits, endpoint=gw.endpoint,
+                       results_dir=tmp_path, workdir=tmp_path / "w", session=session)
+    assert [(u.optimizer, u.mode) for u in session.unsupported] == [("synth_mipro", "fewshot")]
+    assert not list(tmp_path.glob("*.json"))
+
+
+def test_other_model_is_skipped_not_run(tiny_splits: Splits, tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
+    settings, _ = resolve_lm_settings(lm="sim")
+    with start_gateway(settings) as gw:
+        with pytest.raises(pytest.skip.Exception, match="not selected"):
+            run_bench_case(case(model="gpt-5"), item=request.node, splits=tiny_splits,
+                           endpoint=gw.endpoint, results_dir=tmp_path, workdir=tmp_path / "w")
+        assert gw.usage() == {}  # not a single LM call
+
+
+def test_record_is_attached_and_an_unmet_floor_fails_the_case(
+        tiny_splits: Splits, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    session = MiproSession(results_dir=tmp_path)
+    impossible = {"sim": Floors(min_optimized_test_accuracy=1.0, min_improvement=1.0)}
+    settings, _ = resolve_lm_settings(lm="sim")
+    with start_gateway(settings) as gw, pytest.raises(pytest.fail.Exception) as failed:
+        run_bench_case(case(floors_by_lm=impossible), item=request.node, splits=tiny_splits,
+                       endpoint=gw.endpoint, results_dir=tmp_path / "results",
+                       workdir=tmp_path / "w", session=session)
+    assert "< floor 1.000" in str(failed.value) and "record:" in str(failed.value)
+    props = dict(request.node.user_properties)
+    record = RunRecord.from_dict(props[USER_PROPERTY])
+    assert record.status == "succeeded" and record.config.seed == 1
+    assert request.node.stash[RECORD_KEY] == record
+    assert session.records == [record]
+    assert Path(props["mipro_record_path"]).is_file()
+    # The record's own floors pass when they are reachable (same record, sane floor).
+    assert Floors(max_drop_vs_baseline=1.0).violations(record) == []
