@@ -32,6 +32,9 @@ class BenchOptions:
     api_base: str | None = None
     model: str = DEFAULT_MODEL
     results_dir: Path = DEFAULT_RESULTS_DIR
+    # Which Synth backend the Synth path talks to: "local" (offline, in-process) or
+    # "hosted" (Synth's API; the task app is then exposed through a Cloudflare tunnel).
+    synth_backend: str = "local"
 
     @classmethod
     def from_pytest(cls, config: Any) -> BenchOptions:
@@ -47,6 +50,7 @@ class BenchOptions:
             api_base=opt("mipro_api_base"),
             model=opt("mipro_model"),
             results_dir=Path(opt("mipro_results_dir")),
+            synth_backend=opt("mipro_synth_backend", "local"),
         )
 
 
@@ -71,3 +75,6 @@ def add_pytest_options(parser: Any) -> None:
     group.addoption("--mipro-model", default=DEFAULT_MODEL, help="model for both optimizers")
     group.addoption("--mipro-results-dir", default=str(DEFAULT_RESULTS_DIR),
                     help="where result records and reports are written")
+    group.addoption("--mipro-synth-backend", choices=("local", "hosted"), default="local",
+                    help="Synth backend: local (offline, in-process; default) or hosted "
+                         "(Synth's API, needs SYNTH_API_KEY; the task app is tunnelled)")
