@@ -49,8 +49,10 @@ class Budget:
     num_candidates: int | None = None
     rollouts: int | None = None
     minibatch_size: int | None = None
-    max_bootstrapped_demos: int = 4
-    max_labeled_demos: int = 4
+    # Few-shot demo knobs (DSPy's defaults are 4 and 4 when unset); None keeps them out of
+    # budgets they do not apply to, e.g. Synth's in the comparison table.
+    max_bootstrapped_demos: int | None = None
+    max_labeled_demos: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if v is not None}

@@ -118,6 +118,13 @@ def candidates_for_trials(trials: int) -> int:
     return max(MIN_CANDIDATES, round(trials / 1.5))
 
 
+DSPY_DEFAULT_DEMOS = 4  # MIPROv2's own default for both demo knobs
+
+
+def _demo_knob(value: int | None) -> int:
+    return DSPY_DEFAULT_DEMOS if value is None else value
+
+
 def plan_mipro(
     budget: Budget,
     mode: Mode,
@@ -177,8 +184,8 @@ def plan_mipro(
         minibatch=minibatch,
         minibatch_size=size,
         minibatch_full_eval_steps=minibatch_full_eval_steps,
-        max_bootstrapped_demos=budget.max_bootstrapped_demos if fewshot else 0,
-        max_labeled_demos=budget.max_labeled_demos if fewshot else 0,
+        max_bootstrapped_demos=_demo_knob(budget.max_bootstrapped_demos) if fewshot else 0,
+        max_labeled_demos=_demo_knob(budget.max_labeled_demos) if fewshot else 0,
         fewshot_aware_proposer=fewshot_aware_proposer,
         requested_seed=seed,
         effective_seed=effective_seed(seed),

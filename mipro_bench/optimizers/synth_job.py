@@ -1,0 +1,189 @@
+"""Running one Synth MIPRO job: task app, tunnel, backend, the SDK's submit and poll.
+
+Order of a run (each step undone in reverse when the block ends):
+1. the task app over the case's panel, on localhost, with its own
+   ENVIRONMENT_API_KEY (the caller's, if set, else a fresh one);
+2. the tunnel, from synth-ai's `TunneledLocalAPI`: `Localhost` for a local
+   backend (no network), Cloudflare (managed lease) for the hosted one;
+3. the backend: the hosted one (SYNTH_API_KEY), an external one at
+   `backend_url`, or the in-process local backend wired to this case's LM
+   gateway scope, phase optimize;
+4. the SDK: `PolicyOptimizationJob.from_dict(...)` (which uploads the task
+   app's key, sealed, to the backend) -> `submit()` -> for online MIPRO the
+   client's rollouts -> `poll_until_complete()`.
+A job that ends failed, cancelled or not at all raises `SynthJobFailed` with
+one line; the runner records the case as failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest, UsageError
+from mipro_bench.optimizers.synth_mipro import (
+    HOSTED_BACKEND_URL,
+    JobSettings,
+    SynthJobFailed,
+    job_config,
+    new_env_api_key,
+    one_line,
+    outcome_from,
+    quiet_unknown_fields,
+    sdk_environment,
+)
+
+if TYPE_CHECKING:
+    from mipro_bench.optimizers.synth_mipro import SynthMIPRO
+
+LOCAL_POLL_INTERVAL_S = 0.25
+HOSTED_POLL_INTERVAL_S = 5.0
+
+
+def backend_url_for(opt: SynthMIPRO, kind: Literal["local", "hosted"]) -> str | None:
+    """Where to submit: explicit URL, else SYNTH_BACKEND_URL / production when hosted.
+
+    None means "start the in-process local backend".
+    """
+    if opt.backend_url:
+        return opt.backend_url.rstrip("/")
+    if kind == "hosted":
+        return (os.environ.get("SYNTH_BACKEND_URL") or HOSTED_BACKEND_URL).rstrip("/")
+    return None
+
+
+def check_backend_reachable(url: str, api_key: str, timeout_s: float = 10.0) -> None:
+    """UsageError in one line unless the backend answers HTTP at all."""
+    import httpx
+
+    try:
+        httpx.get(f"{url}/api/health", headers={"Authorization": f"Bearer {api_key}"},
+                  timeout=timeout_s, trust_env=True)
+    except httpx.HTTPError as exc:
+        raise UsageError(f"the Synth backend at {url} is unreachable "
+                         f"({type(exc).__name__}: {one_line(exc)})") from None
+
+
+@contextlib.contextmanager
+def open_tunnel(port: int, kind: Literal["local", "hosted"], *, env_api_key: str,
+                api_key: str | None, backend_url: str | None) -> Iterator[str]:
+    """The public URL of the task app: Localhost offline, a Cloudflare lease when hosted."""
+    from synth_ai.core.tunnels import TunnelBackend, TunneledLocalAPI
+
+    backend = TunnelBackend.Localhost if kind == "local" else TunnelBackend.CloudflareManagedLease
+    try:
+        tunnel = asyncio.run(TunneledLocalAPI.create(
+            port, backend=backend, api_key=api_key, env_api_key=env_api_key,
+            backend_url=backend_url if kind == "hosted" else None))
+    except Exception as exc:
+        raise SynthJobFailed(f"could not open a {backend.name} tunnel to the task app: "
+                             f"{one_line(exc)}") from None
+    try:
+        # Localhost's URL says "localhost"; the task app listens on 127.0.0.1 only.
+        yield tunnel.url.replace("://localhost:", "://127.0.0.1:")
+    finally:
+        with contextlib.suppress(Exception):
+            tunnel.close()
+
+
+def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float) -> Any:
+    seen: dict[str, Any] = {}
+
+    def on_status(data: dict[str, Any]) -> None:
+        status, score = data.get("status"), data.get("best_score")
+        key = f"{status}:{score}"
+        if seen.get("last") != key:
+            seen["last"] = key
+            shown = "-" if score is None else f"{score:.3f}"
+            request.say(f"Synth job {job.job_id}: {status} (best score {shown})")
+
+    try:
+        return job.poll_until_complete(timeout=opt.job_timeout_s, interval=interval,
+                                       on_status=on_status, request_timeout=30.0)
+    except RuntimeError as exc:  # the SDK gives up after 5 consecutive polling errors
+        raise SynthJobFailed(f"polling Synth job {job.job_id} failed: {one_line(exc)}") from None
+
+
+def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettings,
+                  kind: Literal["local", "hosted"]) -> OptimizeOutcome:
+    from synth_ai.sdk.optimization import PolicyOptimizationJob
+
+    from mipro_bench.optimizers.synth_online import OnlineDriveError, drive_online
+    from mipro_bench.synth_local import start_local_backend
+    from task_app.server import serve_task_app
+
+    env_key = os.environ.get("ENVIRONMENT_API_KEY") or new_env_api_key()
+    external = backend_url_for(opt, kind)
+    synth_key = os.environ.get("SYNTH_API_KEY")
+    if external is not None:
+        if not synth_key:
+            raise UsageError(f"the Synth backend at {external} needs SYNTH_API_KEY")
+        check_backend_reachable(external, synth_key)
+    task_app_options = opt.task_app_options()
+    optimize_url = request.lm_base_url("optimize")
+    with contextlib.ExitStack() as stack:
+        task_app = stack.enter_context(serve_task_app(
+            request.splits, env_api_key=env_key, port=opt.task_app_port, **task_app_options))
+        public_url = stack.enter_context(open_tunnel(
+            task_app.port, kind, env_api_key=env_key, api_key=synth_key, backend_url=external))
+        if external is None:
+            local = stack.enter_context(start_local_backend(
+                lm_base_url=optimize_url, lm_api_key=request.lm.api_key))
+            backend_url, api_key = local.url, local.api_key
+        else:
+            backend_url, api_key = external, synth_key or ""
+        config = job_config(
+            request.splits, task_app_url=public_url, model=request.lm.settings.model,
+            job=settings, temperature=request.lm.settings.temperature,
+            max_tokens=request.lm.settings.max_tokens,
+            policy_inference_url=optimize_url if kind == "local" else None,
+            proposer_inference_url=optimize_url if kind == "local" else None,
+        )
+        interval = opt.poll_interval_s or (
+            LOCAL_POLL_INTERVAL_S if external is None else HOSTED_POLL_INTERVAL_S)
+        online: dict[str, Any] = {}
+        with sdk_environment(env_key):
+            with quiet_unknown_fields() as unknown_fields:
+                job = PolicyOptimizationJob.from_dict(
+                    config, backend_url=backend_url, api_key=api_key, algorithm="mipro",
+                    skip_health_check=kind == "hosted")
+                try:
+                    job_id = job.submit()
+                except Exception as exc:  # RuntimeError (HTTP), click/ValueError (validation)
+                    raise SynthJobFailed(f"submitting the Synth job to {backend_url} failed: "
+                                         f"{one_line(exc)}") from None
+            request.say(f"Synth job {job_id} submitted to {backend_url}")
+            if settings.mode == "online":
+                try:
+                    summary = drive_online(
+                        backend_url, api_key, job_id, request.splits,
+                        rollouts=settings.rollouts, model=request.lm.settings.model,
+                        temperature=request.lm.settings.temperature,
+                        max_tokens=request.lm.settings.max_tokens, seed=settings.seed,
+                        pool=config["prompt_learning"]["mipro"]["online_pool"],
+                        concurrency=settings.max_concurrent,
+                        timeout_s=opt.rollout_timeout_s)
+                except (OnlineDriveError, OSError, ValueError) as exc:
+                    with contextlib.suppress(Exception):
+                        job.cancel(reason="online client failed")
+                    raise SynthJobFailed(f"online MIPRO job {job_id}: {one_line(exc)}") from None
+                online = summary.to_dict()
+            result = _poll(job, opt, request, interval)
+        if not result.is_terminal:
+            with contextlib.suppress(Exception):
+                job.cancel(reason="mipro-bench timeout")
+            raise SynthJobFailed(f"Synth job {job_id} did not finish within "
+                                 f"{opt.job_timeout_s:g}s (last status: {result.status.value})")
+        if not result.succeeded:
+            raise SynthJobFailed(f"Synth job {job_id} {result.status.value}: "
+                                 f"{result.error or 'no error given'}")
+        extra = {"mipro_mode": settings.mode, "task_app_url": public_url,
+                 "backend_url": backend_url, "settings": dict(settings.__dict__),
+                 "sdk_unknown_fields": sorted(set(unknown_fields))}
+        if online:
+            extra["online"] = online
+        return outcome_from(result, backend="local" if kind == "local" else "hosted",
+                            job_id=job_id, extra=extra)

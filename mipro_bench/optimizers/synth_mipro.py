@@ -1,0 +1,483 @@
+"""Synth MIPRO (synth-ai 0.7.3) behind the `Optimizer` protocol, hosted or local.
+
+The unmodified SDK drives the job: `PolicyOptimizationJob.from_dict(config,
+backend_url=..., api_key=...)` -> `submit()` -> `poll_until_complete()`,
+against Synth's hosted backend (SYNTH_API_KEY, the task app behind a
+Cloudflare tunnel) or, offline, against the local Synth-compatible backend
+(`mipro_bench.synth_local`, task app on localhost). The backend URL is always
+passed explicitly: the SDK reads SYNTH_BACKEND_URL only once, at import.
+
+What the earlier script got wrong and this adapter pins down:
+- the job's own best score is `best_val_score` (the validation score when the
+  job ran full evaluations), never shown as test accuracy;
+- the optimized instruction is scored by the suite on the test split through
+  the same task app and interceptor path as the baseline, same LM, same parser;
+- the SDK never writes into the real home directory: ENVIRONMENT_API_KEY is set
+  (so it never mints and persists one) and SYNTH_LOCALAPI_AUTH_PERSIST=0
+  around every SDK call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import math
+import os
+import re
+import secrets
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, TypeVar
+
+from mipro_bench.data import Split, Splits
+from mipro_bench.optimizers.base import (
+    NotSupported,
+    OptimizeOutcome,
+    OptimizeRequest,
+    UsageError,
+)
+from mipro_bench.prompt import initial_prompt
+from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, TrajectoryPoint
+
+HOSTED_BACKEND_URL = "https://api.usesynth.ai"
+TASK_APP_ID = "banking77"
+# One seed space for a job: train seeds 0..n-1, val seeds n..n+m-1 (the task app's
+# `trainval` split), because a hosted job sends one env_config with every rollout.
+JOB_SPLIT = "trainval"
+DEFAULT_ROLLOUTS = 100  # the earlier script's --rollouts default
+ONLINE_GROUNDING_FRACTION = 0.5
+SDK_ENV = ("ENVIRONMENT_API_KEY", "DEV_ENVIRONMENT_API_KEY", "SYNTH_LOCALAPI_AUTH_PERSIST")
+
+BackendKind = Literal["auto", "local", "hosted"]
+MiproMode = Literal["offline", "online"]
+T = TypeVar("T")
+
+
+class SynthJobFailed(RuntimeError):
+    """The Synth job ended failed or cancelled (or never ended): its one-line reason."""
+
+
+class EvaluationFailed(RuntimeError):
+    """Too many rollouts of one evaluation failed (an outage, not a score)."""
+
+
+# --- the job's config -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """The MIPRO knobs of one job (the adapter's options plus the case's budget)."""
+
+    rollouts: int
+    mode: MiproMode = "offline"
+    batch_size: int = 10
+    num_candidates: int = 6
+    proposal_rounds: int = 2
+    num_full_evals: int = 3
+    max_concurrent: int = 8
+    examples_per_proposal: int = 50
+    grounding_fraction: float | None = None
+    proposer_model: str | None = None
+    proposer_temperature: float = 1.0
+    seed: int = 0
+
+
+def job_config(
+    splits: Splits,
+    *,
+    task_app_url: str,
+    model: str,
+    job: JobSettings,
+    policy_inference_url: str | None = None,
+    proposer_inference_url: str | None = None,
+    temperature: float = 0.0,
+    max_tokens: int = 256,
+) -> dict[str, Any]:
+    """The `prompt_learning` table the SDK validates and submits.
+
+    `temperature`/`max_tokens` are the run's LM settings (the suite's evaluations use the
+    same). The two inference URLs are the local backend's (where its proposer and
+    interceptor send LM calls: this case's gateway scope, phase optimize);
+    they are left out for the hosted backend, which runs its own inference.
+    """
+    n_train, n_val = len(splits.train), len(splits.val)
+    # Offline, proposals are grounded on the whole train split by default and each
+    # candidate's minibatches skip the examples its proposal was shown (the backend does
+    # that), with the final choice on the disjoint val split. Online there is no val
+    # evaluation and the backend cannot steer the client's traffic, so the train split is
+    # halved: the proposer sees the first part, the traffic comes from the rest (else a
+    # proposal would be rewarded for naming the cues of the very queries it was shown).
+    # `grounding_fraction` sets that split explicitly, in both modes.
+    fraction = job.grounding_fraction
+    if fraction is None and job.mode == "online":
+        fraction = ONLINE_GROUNDING_FRACTION
+    if fraction is None or n_train < 2:
+        grounding = pool = list(range(n_train))
+    else:
+        n_ground = min(n_train - 1, max(1, round(n_train * fraction)))
+        grounding, pool = list(range(n_ground)), list(range(n_ground, n_train))
+    proposer: dict[str, Any] = {
+        "mode": "instruction_only",
+        "model": job.proposer_model or model,
+        "provider": "openai",
+        "temperature": job.proposer_temperature,
+        "max_tokens": 512,
+        "examples_per_proposal": job.examples_per_proposal,
+    }
+    mipro: dict[str, Any] = {
+        "mode": job.mode,
+        "bootstrap_train_seeds": grounding,
+        "online_pool": pool,
+        "val_seeds": list(range(n_train, n_train + n_val)),
+        "rollout_budget": job.rollouts,
+        "batch_size": job.batch_size,
+        "num_candidates": job.num_candidates,
+        "max_instructions": max(1, job.num_candidates),
+        "proposal_rounds": job.proposal_rounds,
+        "num_full_evals": job.num_full_evals,
+        "max_concurrent": job.max_concurrent,
+        "seed": job.seed,
+        # Synth's iteration knobs, for a hosted backend that budgets by them:
+        "num_iterations": max(1, math.ceil(job.rollouts / job.batch_size)),
+        "num_evaluations_per_iteration": 1,
+        "proposer": proposer,
+    }
+    if job.proposer_model:  # the SDK refuses nano meta models; only set when chosen
+        mipro["meta_model"] = job.proposer_model
+        mipro["meta_model_provider"] = "openai"
+    if proposer_inference_url:
+        proposer["inference_url"] = proposer_inference_url
+    if policy_inference_url:
+        mipro["policy_inference_url"] = policy_inference_url
+    return {
+        "prompt_learning": {
+            "algorithm": "mipro",
+            "task_app_url": task_app_url,
+            "task_app_id": TASK_APP_ID,
+            "initial_prompt": initial_prompt(splits.labels),
+            "policy": {
+                "model": model,
+                "provider": "openai",
+                "inference_mode": "synth_hosted",
+                "temperature": temperature,
+                "max_completion_tokens": max_tokens,
+            },
+            "env_config": {"split": JOB_SPLIT},
+            "mipro": mipro,
+        }
+    }
+
+
+# --- reading the job's result ---------------------------------------------------------------
+
+
+def system_instruction(best_prompt: Any) -> str | None:
+    """The system message of a Synth prompt (a string, or a pattern with messages)."""
+    if isinstance(best_prompt, str) and best_prompt.strip():
+        return best_prompt
+    if isinstance(best_prompt, Mapping):
+        for message in best_prompt.get("messages") or ():
+            if isinstance(message, Mapping) and message.get("role") == "system":
+                text = message.get("pattern") or message.get("content")
+                if isinstance(text, str) and text.strip():
+                    return text
+    return None
+
+
+def trajectory_from(raw: Mapping[str, Any]) -> tuple[TrajectoryPoint, ...]:
+    points = []
+    for p in raw.get("trajectory") or ():
+        if not isinstance(p, Mapping) or p.get("score") is None:
+            continue
+        points.append(TrajectoryPoint(
+            lm_calls=int(p.get("lm_calls") or 0),
+            rollouts=None if p.get("rollouts") is None else int(p["rollouts"]),
+            score=float(p["score"]),
+            label=f"{p.get('label', '')} ({p.get('kind', '')})".strip(),
+        ))
+    return tuple(points)
+
+
+def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any]
+                 ) -> OptimizeOutcome:
+    """Map the SDK's PolicyOptimizationResult (and its raw job view) to an outcome."""
+    raw: Mapping[str, Any] = result.raw or {}
+    instruction = raw.get("best_instruction") or system_instruction(result.best_prompt)
+    if not instruction:
+        raise SynthJobFailed(f"Synth job {job_id} succeeded without a best prompt")
+    best_full = raw.get("best_full_score")
+    score = result.best_score
+    kind = raw.get("score_kind") or ("val" if best_full is not None else "minibatch")
+    details = {
+        "synth": {
+            "job_id": job_id,
+            "backend": backend,
+            "status": result.status.value,
+            "best_score": score,
+            "best_full_score": best_full,
+            "best_minibatch_score": raw.get("best_minibatch_score"),
+            "score_kind": kind,
+            "best_candidate_id": raw.get("best_candidate_id"),
+            "baseline_full_score": raw.get("baseline_full_score"),
+            "candidates": raw.get("candidates", []),
+            "rollouts_used": raw.get("rollouts_used"),
+            "rollout_budget": raw.get("rollout_budget"),
+            "rollouts_failed": raw.get("rollouts_failed"),
+            "lm_calls": raw.get("lm_calls"),
+            "budget_plan": raw.get("budget_plan"),
+            "job_seconds": raw.get("seconds"),
+            **extra,
+        }
+    }
+    return OptimizeOutcome(
+        prompt=OptimizedPrompt(instruction=instruction, demos=()),
+        best_val_score=None if score is None else float(score),
+        trajectory=trajectory_from(raw),
+        backend=backend,
+        details=details,
+    )
+
+
+# --- environment around SDK calls --------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def sdk_environment(env_api_key: str) -> Iterator[None]:
+    """ENVIRONMENT_API_KEY = the task app's key, no persistence; restored afterwards.
+
+    With the key set, synth-ai never mints one, so it never writes
+    ~/.synth-ai/user_config.json; it would still set DEV_ENVIRONMENT_API_KEY, which
+    is undone here too.
+    """
+    saved = {name: os.environ.get(name) for name in SDK_ENV}
+    os.environ["ENVIRONMENT_API_KEY"] = env_api_key
+    os.environ["SYNTH_LOCALAPI_AUTH_PERSIST"] = "0"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+@contextlib.contextmanager
+def quiet_unknown_fields() -> Iterator[list[str]]:
+    """Collect synth-ai's "Unknown field ... will be ignored" warnings instead of printing them.
+
+    0.7.3's field list lacks keys its own MIPRO docs use (mode, val_seeds, proposer) and
+    this suite's local-backend keys; the list of names goes into the record instead.
+    """
+    names: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield names
+    for w in caught:
+        text = str(w.message)
+        match = re.match(r"Unknown field '([^']+)' in \[([^\]]+)\]", text)
+        if match:
+            names.append(f"{match.group(2)}.{match.group(1)}")
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+
+
+def off_event_loop(fn: Callable[[], T]) -> T:
+    """Run `fn` here, or in a worker thread when this thread runs an event loop.
+
+    The SDK's sync calls (and asyncio.run) refuse to run inside a running loop,
+    e.g. when a pytest-asyncio test calls the adapter.
+    """
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return fn()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(fn).result()
+
+
+def one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:400]
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+
+
+class SynthMIPRO:
+    """Synth's MIPRO, instruction-only, through the synth-ai SDK's own job client."""
+
+    name: ClassVar[str] = "synth_mipro"
+    slug: ClassVar[str] = "synth_mipro"
+    supported_modes: ClassVar[frozenset[Mode]] = frozenset({"instruction_only"})
+
+    def __init__(
+        self,
+        *,
+        backend: BackendKind = "auto",
+        backend_url: str | None = None,
+        mipro_mode: MiproMode = "offline",
+        batch_size: int = 10,
+        num_candidates: int = 6,
+        proposal_rounds: int = 2,
+        num_full_evals: int = 3,
+        max_concurrent: int = 8,
+        examples_per_proposal: int = 50,
+        grounding_fraction: float | None = None,
+        proposer_model: str | None = None,
+        task_app_port: int = 0,
+        poll_interval_s: float | None = None,
+        job_timeout_s: float = 3 * 3600.0,
+        eval_concurrency: int = 8,
+        max_item_error_rate: float = 0.1,
+        rollout_timeout_s: float = 120.0,
+        lm_max_attempts: int | None = None,
+    ) -> None:
+        if backend not in ("auto", "local", "hosted"):
+            raise UsageError(f"backend must be auto, local or hosted, got {backend!r}")
+        if mipro_mode not in ("offline", "online"):
+            raise UsageError(f"--mode must be offline or online, got {mipro_mode!r}")
+        for label, value in (("batch_size", batch_size), ("num_full_evals", num_full_evals),
+                             ("proposal_rounds", proposal_rounds),
+                             ("max_concurrent", max_concurrent),
+                             ("eval_concurrency", eval_concurrency)):
+            if value < 1:
+                raise UsageError(f"{label} must be at least 1, got {value}")
+        if grounding_fraction is not None and not 0.0 < grounding_fraction < 1.0:
+            raise UsageError(f"grounding_fraction must be in (0, 1), got {grounding_fraction}")
+        if num_candidates < 0:
+            raise UsageError(f"num_candidates must be >= 0, got {num_candidates}")
+        self.backend = backend
+        self.backend_url = backend_url
+        self.mipro_mode: MiproMode = mipro_mode
+        self.batch_size = batch_size
+        self.num_candidates = num_candidates
+        self.proposal_rounds = proposal_rounds
+        self.num_full_evals = num_full_evals
+        self.max_concurrent = max_concurrent
+        self.examples_per_proposal = examples_per_proposal
+        self.grounding_fraction = grounding_fraction
+        self.proposer_model = proposer_model
+        self.task_app_port = task_app_port
+        self.poll_interval_s = poll_interval_s
+        self.job_timeout_s = job_timeout_s
+        self.eval_concurrency = eval_concurrency
+        self.max_item_error_rate = max_item_error_rate
+        self.rollout_timeout_s = rollout_timeout_s
+        # Attempts per LM call inside the task app (its retry policy); None = its default.
+        self.lm_max_attempts = lm_max_attempts
+
+    # -- choosing the backend --
+
+    def resolved_backend(self) -> Literal["local", "hosted"]:
+        if self.backend == "auto":
+            return "hosted" if os.environ.get("SYNTH_API_KEY") else "local"
+        return self.backend
+
+    def check(self, request: OptimizeRequest) -> None:
+        """Refuse what cannot run, before any LM call (the runner calls this first).
+
+        Besides the static checks this validates the job config with the SDK's own
+        validator (an unsupported model is one line here, not a failure after the
+        baseline evaluation) and, for a remote backend, that it answers at all.
+        """
+        self._check_static(request)
+        validate_with_sdk(self.job_settings(request), request)
+        kind = self.resolved_backend()
+        if kind == "hosted" or self.backend_url:
+            from mipro_bench.optimizers.synth_job import backend_url_for, check_backend_reachable
+
+            url = backend_url_for(self, kind)
+            if url is not None:
+                key = os.environ.get("SYNTH_API_KEY")
+                if not key:
+                    raise UsageError(f"the Synth backend at {url} needs SYNTH_API_KEY")
+                check_backend_reachable(url, key)
+
+    def _check_static(self, request: OptimizeRequest) -> None:
+        if request.mode != "instruction_only":
+            raise NotSupported("Synth MIPRO (synth-ai 0.7.3) optimizes instructions only: "
+                               "no few-shot mode")
+        rollouts = request.budget.rollouts
+        if rollouts is None or rollouts < 1:
+            raise UsageError("Synth MIPRO needs a rollout budget of at least 1 (--rollouts)")
+        if self.resolved_backend() == "hosted" and not os.environ.get("SYNTH_API_KEY"):
+            raise UsageError("the hosted Synth backend needs SYNTH_API_KEY (environment or "
+                             ".env); use --local for the local backend")
+
+    def job_settings(self, request: OptimizeRequest) -> JobSettings:
+        return JobSettings(
+            rollouts=int(request.budget.rollouts or DEFAULT_ROLLOUTS),
+            mode=self.mipro_mode,
+            batch_size=request.budget.minibatch_size or self.batch_size,
+            num_candidates=(request.budget.num_candidates
+                            if request.budget.num_candidates is not None
+                            else self.num_candidates),
+            proposal_rounds=self.proposal_rounds,
+            num_full_evals=self.num_full_evals,
+            max_concurrent=self.max_concurrent,
+            examples_per_proposal=self.examples_per_proposal,
+            grounding_fraction=self.grounding_fraction,
+            proposer_model=self.proposer_model,
+            seed=request.seed,
+        )
+
+    # -- Optimizer protocol --
+
+    def optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
+        self._check_static(request)
+        return off_event_loop(lambda: self._optimize(request))
+
+    def _optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
+        from mipro_bench.optimizers.synth_job import run_synth_job
+
+        kind = self.resolved_backend()
+        settings = self.job_settings(request)
+        request.say(
+            f"Synth MIPRO ({settings.mode}, {kind} backend): {settings.rollouts} rollouts, "
+            f"{settings.num_candidates} proposals, minibatch {settings.batch_size}")
+        return run_synth_job(self, request, settings, kind)
+
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+                 phase: str) -> tuple[ItemResult, ...]:
+        """Rollouts of the task app on every item of `split`, the instruction swapped in."""
+        from mipro_bench.optimizers.synth_eval import evaluate_through_task_app
+
+        allowed = math.floor(self.max_item_error_rate * len(split))
+        return off_event_loop(lambda: evaluate_through_task_app(
+            prompt.instruction, split, request, phase, concurrency=self.eval_concurrency,
+            timeout_s=self.rollout_timeout_s, max_errors=allowed,
+            task_app_options=self.task_app_options()))
+
+    def task_app_options(self) -> dict[str, Any]:
+        """Options of every task app this adapter serves (its LM retry policy)."""
+        if self.lm_max_attempts is None:
+            return {}
+        from mipro_bench.lm.retry import RetryPolicy
+
+        return {"retry": RetryPolicy(max_attempts=self.lm_max_attempts)}
+
+
+def validate_with_sdk(settings: JobSettings, request: OptimizeRequest) -> None:
+    """Run synth-ai's own config validator (what `submit()` runs) on this case's config."""
+    from pathlib import Path
+
+    import click
+    from synth_ai.sdk.optimization.internal.validators import validate_prompt_learning_config
+
+    config = job_config(request.splits, task_app_url="http://127.0.0.1:8015",
+                        model=request.lm.settings.model, job=settings)
+    try:
+        with quiet_unknown_fields():
+            validate_prompt_learning_config(config, Path("<mipro-bench synth_mipro>"))
+    except (click.ClickException, ValueError) as exc:
+        message = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+        message = message.split("📖")[0].replace("❌", "")  # drop the SDK's cookbook pointers
+        raise UsageError("synth-ai rejects the job config: " + one_line(Exception(message))
+                         ) from None
+
+
+def new_env_api_key() -> str:
+    return f"mipro-bench-env-{secrets.token_hex(16)}"

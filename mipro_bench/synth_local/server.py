@@ -1,0 +1,48 @@
+"""Start the local Synth backend: `with start_local_backend(...) as backend: backend.url`.
+
+Served in-process on 127.0.0.1 (a free port by default) with the suite's
+uvicorn-in-a-thread plumbing. The handle carries the URL, an API key the
+backend accepts, and the state (jobs, interceptor) for tests that want to
+look inside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mipro_bench.serving import RunningServer, serve_in_thread
+from mipro_bench.synth_local.app import BackendSettings, BackendState, create_app
+from mipro_bench.synth_local.auth import new_api_key
+
+
+@dataclass
+class LocalBackend:
+    server: RunningServer
+    api_key: str
+    state: BackendState
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@contextlib.contextmanager
+def start_local_backend(
+    *,
+    api_key: str | None = None,
+    lm_base_url: str | None = None,
+    lm_api_key: str | None = None,
+    default_env_api_key: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    log_level: str = "warning",
+) -> Iterator[LocalBackend]:
+    key = api_key or new_api_key()
+    settings = BackendSettings(api_keys=(key,), default_env_api_key=default_env_api_key,
+                               lm_base_url=lm_base_url, lm_api_key=lm_api_key)
+    app = create_app(settings)
+    with serve_in_thread(app, host=host, port=port, health_path="/health",
+                         name="local-synth-backend", log_level=log_level) as server:
+        yield LocalBackend(server=server, api_key=key, state=app.state.backend)
