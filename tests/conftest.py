@@ -25,3 +25,26 @@ def real_data_dir() -> Path:
     if not (path / "train.csv").is_file():
         pytest.skip(f"real Banking77 not found at {path}; set BANKING77_DIR")
     return path
+
+
+_SDK_VARIABLES = ("ENVIRONMENT_API_KEY", "DEV_ENVIRONMENT_API_KEY", "SYNTH_LOCALAPI_AUTH_PERSIST")
+
+
+@pytest.fixture(autouse=True)
+def _no_synth_environment_leaks():
+    """Fail the test that leaves synth-ai's key variables changed in this process.
+
+    synth-ai sets ENVIRONMENT_API_KEY process-wide in places; a leak would make later tests
+    (and subprocesses they start) pass or fail depending on order.
+    """
+    before = {name: os.environ.get(name) for name in _SDK_VARIABLES}
+    yield
+    after = {name: os.environ.get(name) for name in _SDK_VARIABLES}
+    changed = [name for name in _SDK_VARIABLES if before[name] != after[name]]
+    if changed:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        pytest.fail(f"test leaked environment variable(s): {', '.join(changed)}")

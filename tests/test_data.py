@@ -75,7 +75,7 @@ def test_unknown_category(tiny_data_dir: Path, tmp_path: Path) -> None:
 def test_bad_categories_json(tiny_data_dir: Path, tmp_path: Path) -> None:
     d = _copy(tiny_data_dir, tmp_path)
     (d / "categories.json").write_text(json.dumps({"not": "a list"}))
-    with pytest.raises(DataError, match="categories.json: expected a non-empty JSON list"):
+    with pytest.raises(DataError, match=r"categories\.json: expected a non-empty JSON list"):
         load_banking77(d)
 
 
