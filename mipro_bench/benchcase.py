@@ -20,6 +20,7 @@ from mipro_bench.optimizers import UnknownOptimizer, create_optimizer
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.results import RunRecord
 from mipro_bench.runner import run_case
+from mipro_bench.selection import active_matrix
 
 USER_PROPERTY = "mipro_record"  # request.node.user_properties entry holding record.to_dict()
 RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
@@ -28,9 +29,14 @@ RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
 def case_params(optimizer: str, matrix: Matrix | str | Path | None = None) -> list[Any]:
     """pytest.param per matrix case of `optimizer`, id like
     `dspy_miprov2-instruction_only-gpt-4.1-nano-seed1` (unsupported ones included: they
-    skip with their reason when run). A broken matrix stops the session with one line."""
+    skip with their reason when run). A broken matrix stops the session with one line.
+
+    Without `matrix`, the session's matrix: benchmarks/matrix.toml with the session's
+    --mipro-matrix/--mipro-seeds/--mipro-budget... overrides (mipro_bench.selection)."""
     try:
-        if not isinstance(matrix, Matrix):
+        if matrix is None:
+            matrix = active_matrix()
+        elif not isinstance(matrix, Matrix):
             matrix = load_matrix(matrix)
         cases = matrix.for_optimizer(optimizer)
     except (MatrixError, UnknownOptimizer) as exc:
@@ -39,6 +45,12 @@ def case_params(optimizer: str, matrix: Matrix | str | Path | None = None) -> li
     for case in cases:
         marks = [pytest.mark.benchmark_case]
         params.append(pytest.param(case, id=case.id, marks=marks))
+    if not params:
+        # A matrix without this optimizer: one placeholder the plugin deselects (rather
+        # than pytest's "got empty parameter set" skip, which would read as a lost case).
+        params.append(pytest.param(None, id=f"no-{optimizer}-in-matrix", marks=[
+            pytest.mark.benchmark_case, pytest.mark.skip(reason=f"no {optimizer} case in "
+                                                                "the matrix")]))
     return params
 
 
@@ -78,6 +90,9 @@ def run_bench_case(
     if session is not None:
         session.add_record(record)
     problems = case.floors(record.lm.simulated).violations(record)
+    judge = getattr(session, "judge_floors", None)
+    if problems and judge is not None:  # the session may only report floors (floors_policy)
+        problems = judge(case, record, problems)
     if problems:
         pytest.fail(f"{case.id}: " + "; ".join(problems) + f" (record: {path})", pytrace=False)
     return record

@@ -110,6 +110,13 @@ def check(
 ) -> list[Regression]:
     """Regressions of current against baseline; raises GateError on incomparable runs."""
     old_by_case = {r.case_id: r for r in baseline}
+    if current and baseline and not any(r.case_id in old_by_case for r in current):
+        # The case id names the model, so a baseline from another model shares no case with
+        # this run: without this, such a gate would compare nothing and pass.
+        raise GateError(
+            f"the baseline has none of this run's cases (it ran {_describe(baseline)}; this "
+            f"run {_describe(current)}); compare runs of the same model and matrix"
+        )
     regressions: list[Regression] = []
     for record in current:
         old = old_by_case.get(record.case_id)
@@ -139,3 +146,10 @@ def check(
             if old_v - new_v > allowed + 1e-12:
                 regressions.append(Regression(record.case_id, threshold, old_v, new_v))
     return regressions
+
+
+def _describe(records: list[RunRecord]) -> str:
+    models = sorted({f"{r.lm.model} ({'simulated' if r.lm.simulated else 'real'})"
+                     for r in records})
+    return f"model {', '.join(models)}: {', '.join(sorted(r.case_id for r in records)[:3])}" + (
+        ", ..." if len(records) > 3 else "")

@@ -9,7 +9,9 @@ visibly instead of leaving a silent hole in the comparison table.
 
 from __future__ import annotations
 
+import copy
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -91,9 +93,30 @@ class Case:
 
 
 @dataclass(frozen=True)
+class Calibration:
+    """The panel the floors were measured on ([calibration] in the TOML).
+
+    Floors are numbers about one panel: the session enforces them by default only
+    where they were measured (see mipro_bench.floors_policy).
+    """
+
+    train_size: int
+    val_size: int
+    test_size: int
+    data_seed: int = 0
+
+    def describe(self) -> str:
+        return (f"train {self.train_size}, val {self.val_size}, test {self.test_size}, "
+                f"data seed {self.data_seed}")
+
+
+@dataclass(frozen=True)
 class Matrix:
     path: Path
     cases: tuple[Case, ...]
+    calibration: Calibration | None = None
+    # Dotted keys a session overrode on top of the file (e.g. "budget.dspy_miprov2.trials").
+    overridden: frozenset[str] = frozenset()
 
     def for_optimizer(self, name: str) -> tuple[Case, ...]:
         get_spec(name)  # an unknown name is a clear error, not an empty parametrization
@@ -106,8 +129,15 @@ class Matrix:
         raise MatrixError(f"{self.path}: no case {case_id!r}")
 
 
-def load_matrix(path: str | Path | None = None) -> Matrix:
-    """Read and expand the matrix; every problem is a MatrixError with one line."""
+def load_matrix(path: str | Path | None = None, *,
+                overrides: Mapping[str, Any] | None = None) -> Matrix:
+    """Read and expand the matrix; every problem is a MatrixError with one line.
+
+    `overrides` maps dotted keys to values set on top of the file before it is
+    validated, e.g. {"matrix.seeds": [1, 2], "budget.dspy_miprov2.trials": 2}, so a
+    session can shrink or widen the matrix without editing it and an override gets the
+    same checks (and messages) as the file.
+    """
     path = Path(path) if path is not None else DEFAULT_MATRIX
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -117,14 +147,52 @@ def load_matrix(path: str | Path | None = None) -> Matrix:
         raise MatrixError(f"{path}: not valid TOML ({exc})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise MatrixError(f"{path}: cannot read ({exc})") from None
+    overrides = dict(overrides or {})
     try:
-        return Matrix(path=path, cases=_expand(data))
+        data = _apply_overrides(data, overrides)
+        return Matrix(path=path, cases=_expand(data), calibration=_calibration(data),
+                      overridden=frozenset(overrides))
     except MatrixError as exc:
-        raise MatrixError(f"{path}: {exc}") from None
+        given = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise MatrixError(f"{path}: {exc}" + (f" (overrides: {given})" if given else "")
+                          ) from None
+
+
+def _apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(data)
+    for dotted, value in overrides.items():
+        keys = dotted.split(".")
+        if not all(keys):
+            raise MatrixError(f"override key {dotted!r} is not a dotted TOML key")
+        table = out
+        for i, key in enumerate(keys[:-1]):
+            table = table.setdefault(key, {})
+            if not isinstance(table, dict):
+                raise MatrixError(f"override {dotted!r}: {'.'.join(keys[:i + 1])} is not a table")
+        table[keys[-1]] = value
+    return out
+
+
+def _calibration(data: dict[str, Any]) -> Calibration | None:
+    table = _table(data, "calibration", required=False)
+    if not table:
+        return None
+    known = {f.name for f in fields(Calibration)}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise MatrixError(f"[calibration] unknown key(s) {', '.join(unknown)}; known: "
+                          f"{', '.join(sorted(known))}")
+    for key, value in table.items():
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise MatrixError(f"[calibration] {key} = {value!r} is not a count >= 0")
+    missing = sorted(k for k in ("train_size", "val_size", "test_size") if k not in table)
+    if missing:
+        raise MatrixError(f"[calibration] needs {', '.join(missing)}")
+    return Calibration(**table)
 
 
 def _expand(data: dict[str, Any]) -> tuple[Case, ...]:
-    known_tables = {"schema", "matrix", "budget", "options", "floors"}
+    known_tables = {"schema", "matrix", "budget", "options", "floors", "calibration"}
     unknown = sorted(set(data) - known_tables)
     if unknown:
         raise MatrixError(f"unknown top-level key(s) {', '.join(unknown)}")

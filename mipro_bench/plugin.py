@@ -1,7 +1,8 @@
 """The pytest plugin (entry point `pytest11: mipro_bench`): options and hook wiring only.
 
-State, reports and gating live in `mipro_bench.session`; this module only
-connects them to pytest's and xdist's hooks.
+State, reports, floors and gating live in `mipro_bench.session`, the session's
+choice of cases in `mipro_bench.selection`; this module only connects them to
+pytest's and xdist's hooks.
 """
 
 from __future__ import annotations
@@ -11,11 +12,24 @@ from typing import Any
 
 import pytest
 
+from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.gate import GateError
+from mipro_bench.matrix import MatrixError
 from mipro_bench.options import add_pytest_options
+from mipro_bench.selection import (
+    MatrixChoice,
+    SelectionError,
+    activate,
+    active_choice,
+    active_matrix,
+    choice_from_options,
+    deactivate,
+)
 from mipro_bench.session import WORKER_KEY, MiproSession, payload_from_workeroutput
 
 SESSION_KEY = pytest.StashKey[MiproSession]()
+_ACTIVATED = pytest.StashKey[bool]()  # this config pushed a matrix choice (pop it at the end)
+PERF_MARKER = "perf"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,6 +55,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         help="also save this run's comparison JSON as PATH (to accept it as the new baseline)",
     )
+    # -- which cases, and how big: overrides of benchmarks/matrix.toml ------------------------
+    group.addoption("--mipro-matrix", metavar="PATH", default=None,
+                    help="the benchmark matrix (default benchmarks/matrix.toml)")
+    group.addoption("--mipro-optimizers", metavar="A,B", default=None,
+                    help="run only these optimizers' cases, e.g. dspy_miprov2")
+    group.addoption("--mipro-modes", metavar="A,B", default=None,
+                    help="override the matrix's modes, e.g. instruction_only")
+    group.addoption("--mipro-seeds", metavar="1,2", default=None,
+                    help="override the matrix's optimizer seeds, e.g. 1,2,3")
+    group.addoption("--mipro-budget", metavar="OPT.KEY=N", action="append", default=[],
+                    help="override one budget knob, e.g. dspy_miprov2.trials=4 or "
+                         "synth_mipro.rollouts=100; may be given several times")
+    group.addoption("--mipro-dspy-threads", metavar="N", type=int, default=None,
+                    help="DSPy threads per case (concurrent LM calls in search and evaluation)")
+    group.addoption("--mipro-synth-concurrency", metavar="N", type=int, default=None,
+                    help="concurrent task-app rollouts per case on the Synth path "
+                         "(optimization and evaluation)")
+    group.addoption("--mipro-floors", choices=FLOOR_MODES, default="auto",
+                    help="score floors: auto (enforced on the panel they were calibrated on, "
+                         "reported elsewhere; default), enforce, off")
+    group.addoption("--mipro-perf", action="store_true", default=False,
+                    help="also run the performance benchmarks (benchmarks/perf), which "
+                         "`pytest benchmarks/` leaves out unless named")
 
 
 def _is_worker(config: pytest.Config) -> bool:
@@ -60,19 +97,47 @@ class _XdistController:
             self.session.merge_worker_payload(payload)
 
 
+def _matrix_choice(config: pytest.Config) -> MatrixChoice:
+    opt = config.getoption
+    return choice_from_options(
+        matrix=opt("mipro_matrix"),
+        optimizers=opt("mipro_optimizers"),
+        modes=opt("mipro_modes"),
+        seeds=opt("mipro_seeds"),
+        budgets=opt("mipro_budget"),
+        dspy_threads=opt("mipro_dspy_threads"),
+        synth_concurrency=opt("mipro_synth_concurrency"),
+        model=opt("mipro_model"),
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{PERF_MARKER}: a performance benchmark; `pytest benchmarks/` deselects it "
+                   "unless its path is named or --mipro-perf is given")
     try:
         session = MiproSession.from_options(
             results_dir=Path(config.getoption("mipro_results_dir")),
             compare=config.getoption("mipro_compare"),
             compare_fail=config.getoption("mipro_compare_fail"),
             save_baseline=config.getoption("mipro_save_baseline"),
+            floors=config.getoption("mipro_floors"),
         )
-    except GateError as exc:
+        choice = _matrix_choice(config)
+        activate(choice)
+        config.stash[_ACTIVATED] = True
+        if choice.path is not None or choice.overrides:
+            active_matrix()  # what the user typed is checked now, not as a collection error
+    except (GateError, SelectionError, MatrixError) as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[SESSION_KEY] = session
     if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
         config.pluginmanager.register(_XdistController(session), "mipro_bench_xdist")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if config.stash.get(_ACTIVATED, False):
+        deactivate()  # an enclosing session (pytester, pytest.main in a test) gets its own back
 
 
 @pytest.fixture(scope="session")
@@ -86,6 +151,41 @@ def record_unsupported(config: pytest.Config, optimizer: str, mode: str, model: 
     from mipro_bench.compare import UnsupportedCase
 
     config.stash[SESSION_KEY].add_unsupported(UnsupportedCase(optimizer, mode, model, reason))
+
+
+def _perf_asked(config: pytest.Config, item: pytest.Item) -> bool:
+    """A perf benchmark runs when asked: --mipro-perf, a -m expression naming perf, or a
+    command-line path inside its directory (`pytest benchmarks/perf`), but not for
+    `pytest benchmarks/`, which is the comparison."""
+    if config.getoption("mipro_perf") or PERF_MARKER in (config.getoption("markexpr") or ""):
+        return True
+    home = item.path.parent
+    for arg in config.args:
+        target = Path(str(arg).split("::")[0])
+        target = (target if target.is_absolute() else config.invocation_params.dir / target)
+        if target.resolve().is_relative_to(home.resolve()):
+            return True
+    return False
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect perf benchmarks nobody asked for, cases of optimizers not selected, and the
+    placeholder of an optimizer the matrix does not list (benchcase.case_params)."""
+    from mipro_bench.matrix import Case
+
+    choice = active_choice()
+    keep, drop = [], []
+    for item in items:
+        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        unasked_perf = (item.get_closest_marker(PERF_MARKER) is not None
+                        and not _perf_asked(config, item))
+        unselected = (isinstance(case, Case) and not choice.selects(case.optimizer)) or (
+            case is None and item.get_closest_marker("benchmark_case") is not None)
+        (drop if unasked_perf or unselected else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 @pytest.hookimpl(trylast=True)

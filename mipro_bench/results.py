@@ -65,20 +65,30 @@ class PhaseUsage:
     output_tokens: int = 0
     cost_usd: float | None = None
     errors: int = 0
+    # Server-side LM time as the gateway measured it (None when not measured, e.g. older
+    # records): `lm_seconds` sums every call's handling time (it exceeds wall time when calls
+    # overlap); `lm_busy_seconds` is the wall time with at least one call in flight, so
+    # phase wall time minus it is the harness's own time. Timing is measured, not consumed:
+    # it takes no part in equality, so two runs that spent the same calls and tokens compare
+    # equal whatever their clocks said.
+    lm_seconds: float | None = field(default=None, compare=False)
+    lm_busy_seconds: float | None = field(default=None, compare=False)
 
     def __add__(self, other: PhaseUsage) -> PhaseUsage:
-        cost = (
-            None
-            if self.cost_usd is None and other.cost_usd is None
-            else (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
-        )
         return PhaseUsage(
             calls=self.calls + other.calls,
             input_tokens=self.input_tokens + other.input_tokens,
             output_tokens=self.output_tokens + other.output_tokens,
-            cost_usd=cost,
+            cost_usd=_add_known(self.cost_usd, other.cost_usd),
             errors=self.errors + other.errors,
+            lm_seconds=_add_known(self.lm_seconds, other.lm_seconds),
+            lm_busy_seconds=_add_known(self.lm_busy_seconds, other.lm_busy_seconds),
         )
+
+
+def _add_known(a: float | None, b: float | None) -> float | None:
+    """None + None stays None (unknown is never a fake 0); otherwise None counts as 0."""
+    return None if a is None and b is None else (a or 0.0) + (b or 0.0)
 
 
 @dataclass(frozen=True)
@@ -271,14 +281,26 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> Path:
 
 
 def result_path(results_dir: Path, optimizer_slug: str, stamp: str | None = None) -> Path:
-    """results/banking77_<optimizer>_YYYYMMDD_HHMMSS.json, never overwriting a sibling."""
+    """results/banking77_<optimizer>_YYYYMMDD_HHMMSS.json, never overwriting a sibling.
+
+    The returned path exists (empty) when this returns: it is claimed for the caller,
+    who writes the record there with `write_json_atomic`.
+    """
     stamp = stamp or timestamp()
-    path = results_dir / f"banking77_{optimizer_slug}_{stamp}.json"
-    n = 1
-    while path.exists():
-        path = results_dir / f"banking77_{optimizer_slug}_{stamp}_{n}.json"
-        n += 1
-    return path
+    results_dir.mkdir(parents=True, exist_ok=True)
+    n = 0
+    while True:
+        suffix = f"_{n}" if n else ""
+        path = results_dir / f"banking77_{optimizer_slug}_{stamp}{suffix}.json"
+        # Claim the name with O_EXCL: xdist workers (other processes) finishing a case in the
+        # same second would otherwise pick the same free name and one record would replace
+        # the other. The empty claim is replaced atomically by write_json_atomic.
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        except FileExistsError:
+            n += 1
+            continue
+        return path
 
 
 def write_record(record: RunRecord, results_dir: Path, optimizer_slug: str) -> Path:

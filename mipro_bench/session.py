@@ -1,4 +1,4 @@
-"""The run's state across a pytest session: collected records, reports, the gate.
+"""The run's state across a pytest session: collected records, reports, floors, the gate.
 
 The plugin module only wires hooks to this object (as pytest-benchmark's
 plugin.py does with its session.py). Records arrive in-process from the
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from mipro_bench.floors_policy import FLOOR_MODES, FloorMode, FloorNote, judge
 from mipro_bench.gate import (
     GateError,
     Regression,
@@ -26,8 +27,12 @@ from mipro_bench.results import RunRecord, timestamp, write_json_atomic
 
 if TYPE_CHECKING:  # compare/report pull in scipy and matplotlib: import them only when needed
     from mipro_bench.compare import UnsupportedCase
+    from mipro_bench.matrix import Case, Matrix
 
 WORKER_KEY = "mipro_bench"
+# The order of the written files in the summary: the HTML report last, where a reader's
+# eye lands at the end of the output.
+_FILE_ORDER = ("json", "markdown", "baseline", "html")
 
 
 @dataclass
@@ -35,9 +40,15 @@ class MiproSession:
     results_dir: Path
     compare_spec: str | None = None
     thresholds: list[Threshold] = field(default_factory=list)
+    # The baseline is read when the session starts: `latest` means the newest comparison
+    # before this run (not the one this run writes), and a bad file stops the run early.
+    baseline_path: Path | None = None
+    baseline: list[RunRecord] = field(default_factory=list)
     save_baseline: Path | None = None
+    floors: FloorMode = "auto"
     records: list[RunRecord] = field(default_factory=list)
     unsupported: list[UnsupportedCase] = field(default_factory=list)
+    floor_notes: list[FloorNote] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
     regressions: list[Regression] = field(default_factory=list)
     gate_error: str | None = None
@@ -51,18 +62,25 @@ class MiproSession:
         compare: str | None,
         compare_fail: list[str],
         save_baseline: str | None,
+        floors: str = "auto",
     ) -> MiproSession:
-        """Raises GateError for a bad gate expression, before any case runs."""
+        """Raises GateError for a bad gate expression or an unreadable baseline, before any
+        case runs."""
         thresholds = [parse_threshold(expr) for expr in compare_fail]
         if thresholds and not compare:
             raise GateError("--mipro-compare-fail needs --mipro-compare PATH|latest")
-        if compare and compare != "latest" and not Path(compare).is_file():
-            raise GateError(f"--mipro-compare {compare}: no such file")
+        if floors not in FLOOR_MODES:
+            raise GateError(f"--mipro-floors {floors!r}: expected one of {', '.join(FLOOR_MODES)}")
+        baseline_path = resolve_baseline_path(compare, results_dir) if compare else None
+        baseline = load_baseline_records(baseline_path) if baseline_path else []
         return cls(
             results_dir=results_dir,
             compare_spec=compare,
             thresholds=thresholds,
+            baseline_path=baseline_path,
+            baseline=baseline,
             save_baseline=Path(save_baseline) if save_baseline else None,
+            floors=floors,  # type: ignore[arg-type]
         )
 
     # -- collection -------------------------------------------------------------------
@@ -73,11 +91,26 @@ class MiproSession:
         if case not in self.unsupported:
             self.unsupported.append(case)
 
+    def judge_floors(self, case: Case, record: RunRecord, problems: list[str],
+                     matrix: Matrix | None = None) -> list[str]:
+        """The floor problems that fail this case; the rest are kept as notes for the
+        summary (see mipro_bench.floors_policy for when floors are enforced)."""
+        if matrix is None:
+            from mipro_bench.selection import active_matrix
+
+            matrix = active_matrix()
+        verdict = judge(self.floors, case, record, problems, matrix.calibration,
+                        matrix.overridden)
+        if verdict.note is not None:
+            self.floor_notes.append(verdict.note)
+        return list(verdict.enforced)
+
     def worker_payload(self) -> str:
         return json.dumps(
             {
                 "records": [r.to_dict() for r in self.records],
                 "unsupported": [asdict(u) for u in self.unsupported],
+                "floor_notes": [asdict(n) for n in self.floor_notes],
             }
         )
 
@@ -89,6 +122,9 @@ class MiproSession:
 
         for raw in data.get("unsupported", []):
             self.add_unsupported(UnsupportedCase(**raw))
+        for raw in data.get("floor_notes", []):
+            self.floor_notes.append(FloorNote(raw["case_id"], tuple(raw["problems"]),
+                                              raw["reason"]))
 
     # -- the end of the session ----------------------------------------------------------
     def finish(self) -> None:
@@ -99,9 +135,9 @@ class MiproSession:
         from mipro_bench.report import render_table, write_reports
 
         records = sorted(self.records, key=lambda r: r.case_id)
-        comparison = build_comparison(records, unsupported=self.unsupported)
-        stamp = timestamp()
-        self.written = write_reports(comparison, self.results_dir, stamp)
+        unsupported = sorted(self.unsupported, key=lambda u: (u.optimizer, u.mode, u.model))
+        comparison = build_comparison(records, unsupported=unsupported)
+        self.written = write_reports(comparison, self.results_dir, self._free_stamp())
         self.table = render_table(comparison)
         if self.save_baseline is not None:
             payload = json.loads(self.written["json"].read_text(encoding="utf-8"))
@@ -109,36 +145,85 @@ class MiproSession:
         if self.compare_spec:
             self._gate(records)
 
+    def _free_stamp(self) -> str:
+        """YYYYMMDD_HHMMSS, with _1, _2... when a session of the same second wrote one."""
+        base = stamp = timestamp()
+        n = 0
+        while (self.results_dir / f"comparison_{stamp}.json").exists():
+            n += 1
+            stamp = f"{base}_{n}"
+        return stamp
+
     def _gate(self, records: list[RunRecord]) -> None:
         try:
-            path = resolve_baseline_path(self.compare_spec or "", self.results_dir)
-            if path.resolve() == self.written.get("json", Path()).resolve():
-                raise GateError("--mipro-compare latest found only this run's own comparison")
-            baseline = load_baseline_records(path)
-            self.regressions = check(records, baseline, self.thresholds)
+            self.regressions = check(records, self.baseline, self.thresholds)
         except GateError as exc:
-            self.gate_error = str(exc)
+            self.gate_error = f"{exc} (baseline {self.baseline_path})"
 
     @property
     def failed(self) -> bool:
         return bool(self.regressions) or self.gate_error is not None
 
+    @property
+    def report_path(self) -> Path | None:
+        """The HTML report of this session, once written."""
+        return self.written.get("html")
+
     def summary_lines(self) -> list[str]:
         lines: list[str] = []
         if self.table:
             lines.append(self.table)
-        for kind, path in self.written.items():
-            lines.append(f"mipro-bench {kind}: {path}")
-        if self.gate_error:
-            lines.append(f"mipro-bench gate: cannot compare: {self.gate_error}")
-        elif self.compare_spec:
-            if self.regressions:
-                lines.append(f"mipro-bench gate: {len(self.regressions)} regression(s):")
-                lines.extend(f"  REGRESSION {r.message()}" for r in self.regressions)
-            else:
-                done = ", ".join(t.describe() for t in self.thresholds) or "no thresholds"
-                lines.append(f"mipro-bench gate: no regressions ({done})")
+        if self.floor_notes:
+            lines.append(f"mipro-bench floors: {len(self.floor_notes)} case(s) below a floor, "
+                         "reported, not enforced:")
+            lines.extend(f"  {note.line()}" for note in sorted(self.floor_notes,
+                                                               key=lambda n: n.case_id))
+        timing = self.timing_line()
+        if timing:
+            lines.append(timing)
+        lines.extend(self._gate_lines())
+        for kind in sorted(self.written, key=lambda k: (*_FILE_ORDER, k).index(k)):
+            lines.append(f"mipro-bench {kind}: {self.written[kind]}")
         return lines
+
+    def _gate_lines(self) -> list[str]:
+        if self.gate_error:
+            return [f"mipro-bench gate: FAILED, cannot compare: {self.gate_error}"]
+        if not self.compare_spec:
+            return []
+        if not self.records:
+            return ["mipro-bench gate: no case produced a record, nothing to compare"]
+        if self.regressions:
+            return [f"mipro-bench gate: FAILED, {len(self.regressions)} regression(s):",
+                    *(f"  REGRESSION {r.message()}" for r in self.regressions)]
+        done = ", ".join(t.describe() for t in self.thresholds) or "no thresholds"
+        return [f"mipro-bench gate: no regressions ({done})"]
+
+    def timing_line(self) -> str | None:
+        """How the cases' time split between the LM (the gateway's server-side clock) and
+        the harness (everything else: optimizers' own work, clients, task app, reports)."""
+        split = lm_time_split(self.records)
+        if split is None:
+            return None
+        elapsed, busy = split
+        share = busy / elapsed if elapsed > 0 else 0.0
+        return (f"mipro-bench time: {len(self.records)} case(s) ran {elapsed:.1f} s; the LM was "
+                f"busy {busy:.1f} s of it ({share:.0%}), the harness {elapsed - busy:.1f} s")
+
+
+def lm_time_split(records: list[RunRecord]) -> tuple[float, float] | None:
+    """(seconds the cases ran, seconds the LM had a call in flight), when both are known."""
+    elapsed = busy = 0.0
+    known = False
+    for record in records:
+        if record.timing.elapsed_seconds is None:
+            return None
+        elapsed += record.timing.elapsed_seconds
+        for usage in record.usage.values():
+            if usage.lm_busy_seconds is not None:
+                busy += usage.lm_busy_seconds
+                known = True
+    return (elapsed, busy) if known else None
 
 
 def payload_from_workeroutput(workeroutput: dict[str, Any]) -> str | None:

@@ -70,7 +70,7 @@ def test_other_model_is_skipped_not_run(tiny_splits: Splits, tmp_path: Path,
 
 def test_record_is_attached_and_an_unmet_floor_fails_the_case(
         tiny_splits: Splits, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    session = MiproSession(results_dir=tmp_path)
+    session = MiproSession(results_dir=tmp_path, floors="enforce")  # enforced on any panel
     impossible = {"sim": Floors(min_optimized_test_accuracy=1.0, min_improvement=1.0)}
     settings, _ = resolve_lm_settings(lm="sim")
     with start_gateway(settings) as gw, pytest.raises(pytest.fail.Exception) as failed:

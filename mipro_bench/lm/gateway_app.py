@@ -75,7 +75,13 @@ class Gateway:
     # -- the chat route -------------------------------------------------------------------
 
     async def chat(self, request: Request, optimizer: str, phase: str) -> Response:
-        response = await self._chat(request, optimizer, phase)
+        # Timed here, server side, so a run can split its wall time into LM time and
+        # harness time whatever client made the call (injected latency counts as LM time).
+        started = self.ledger.started(optimizer, phase)
+        try:
+            response = await self._chat(request, optimizer, phase)
+        finally:
+            self.ledger.finished(optimizer, phase, started)
         if response.status_code != 200:
             self.ledger.record_error(optimizer, phase)
         return response

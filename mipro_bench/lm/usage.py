@@ -9,6 +9,7 @@ next to the counters: one shape, one parser.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,17 +29,31 @@ class _Counter:
     output_tokens: int = 0
     cost_usd: float | None = None
     errors: int = 0
+    # Server-side time: the sum of every request's handling time, and the wall time with at
+    # least one request of this (optimizer, phase) in flight (the union of their intervals).
+    seconds: float = 0.0
+    busy_seconds: float = 0.0
+    in_flight: int = 0
+    busy_since: float = 0.0
 
-    def frozen(self) -> PhaseUsage:
+    def frozen(self, now: float) -> PhaseUsage:
+        busy = self.busy_seconds + (now - self.busy_since if self.in_flight else 0.0)
         return PhaseUsage(self.calls, self.input_tokens, self.output_tokens, self.cost_usd,
-                          self.errors)
+                          self.errors, lm_seconds=round(self.seconds, 6),
+                          lm_busy_seconds=round(busy, 6))
 
 
 class UsageLedger:
-    """calls = answered completions; errors = requests answered with an error status."""
+    """calls = answered completions; errors = requests answered with an error status.
 
-    def __init__(self) -> None:
+    `started`/`finished` bracket each request so the ledger also knows how long the LM
+    side took (see `PhaseUsage.lm_seconds`); a request that is never bracketed (direct
+    `record_call` in tests) simply adds no time.
+    """
+
+    def __init__(self, clock: Any = time.perf_counter) -> None:
         self._lock = threading.Lock()
+        self._clock = clock
         self._counts: dict[str, dict[str, _Counter]] = {}
 
     def _counter(self, optimizer: str, phase: str) -> _Counter:
@@ -58,10 +73,30 @@ class UsageLedger:
         with self._lock:
             self._counter(optimizer, phase).errors += 1
 
+    def started(self, optimizer: str, phase: str) -> float:
+        """A request began; returns its start time for `finished`."""
+        with self._lock:
+            now = self._clock()
+            c = self._counter(optimizer, phase)
+            if c.in_flight == 0:
+                c.busy_since = now
+            c.in_flight += 1
+            return now
+
+    def finished(self, optimizer: str, phase: str, started_at: float) -> None:
+        with self._lock:
+            now = self._clock()
+            c = self._counter(optimizer, phase)
+            c.seconds += now - started_at
+            c.in_flight = max(0, c.in_flight - 1)
+            if c.in_flight == 0:
+                c.busy_seconds += now - c.busy_since
+
     def snapshot(self, optimizer: str | None = None) -> UsageMap:
         with self._lock:
+            now = self._clock()
             return {
-                opt: {phase: c.frozen() for phase, c in phases.items()}
+                opt: {phase: c.frozen(now) for phase, c in phases.items()}
                 for opt, phases in self._counts.items()
                 if optimizer is None or opt == optimizer
             }
@@ -83,6 +118,8 @@ def usage_to_json(usage: Mapping[str, Mapping[str, PhaseUsage]]) -> dict[str, An
                 "output_tokens": u.output_tokens,
                 "cost_usd": u.cost_usd,
                 "errors": u.errors,
+                "lm_seconds": u.lm_seconds,
+                "lm_busy_seconds": u.lm_busy_seconds,
             }
             for phase, u in phases.items()
         }
@@ -96,13 +133,15 @@ def usage_from_json(data: Mapping[str, Any]) -> UsageMap:
     for opt, phases in data.items():
         out[opt] = {}
         for phase, u in phases.items():
-            cost = u.get("cost_usd")
+            cost, lm_s, busy_s = u.get("cost_usd"), u.get("lm_seconds"), u.get("lm_busy_seconds")
             out[opt][phase] = PhaseUsage(
                 calls=int(u.get("calls", 0)),
                 input_tokens=int(u.get("input_tokens", 0)),
                 output_tokens=int(u.get("output_tokens", 0)),
                 cost_usd=None if cost is None else float(cost),
                 errors=int(u.get("errors", 0)),
+                lm_seconds=None if lm_s is None else float(lm_s),
+                lm_busy_seconds=None if busy_s is None else float(busy_s),
             )
     return out
 
