@@ -62,14 +62,19 @@ def run_tests(extra: list[str]) -> int:
 
 def run_bench(extra: list[str]) -> int:
     script = ROOT / "run_comparison.py"
-    args = [str(script), "--all", *extra] if script.exists() else ["-m", "mipro_bench.data"]
-    return subprocess.call([str(venv_python()), *args], cwd=ROOT, env=data_env())
+    return subprocess.call([str(venv_python()), str(script), "--all", *extra], cwd=ROOT,
+                           env=data_env())
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Arguments after the job go to run_comparison.py (bench) or pytest (test).",
+    )
     parser.add_argument("job", choices=("bench", "test", "install"))
-    args, extra = parser.parse_known_args()
+    # Only the job is ours: everything after it (including "--") belongs to the tool it runs.
+    args = parser.parse_args(sys.argv[1:2])
+    extra = sys.argv[2:]
     try:
         ensure_installed()
     except subprocess.CalledProcessError as exc:
