@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -232,7 +232,7 @@ def _expand(data: dict[str, Any]) -> tuple[Case, ...]:
                             mode=mode,
                             model=model,
                             seed=seed,
-                            budget=budgets[name],
+                            budget=budget_for_mode(budgets[name], mode),
                             options=options[name],
                             floors_by_lm={lm: _floors_for(rules, {**where, "lm": lm})
                                           for lm in LM_KINDS},
@@ -259,6 +259,17 @@ def _str_list(table: dict[str, Any], key: str) -> list[str]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
         raise MatrixError(f"[matrix] {key} must be a non-empty list of strings")
     return value
+
+
+def budget_for_mode(budget: Budget, mode: str) -> Budget:
+    """Instruction-only runs use no demos whatever the table says; the record says so too."""
+    if mode != "instruction_only":
+        return budget
+    return replace(
+        budget,
+        max_bootstrapped_demos=None if budget.max_bootstrapped_demos is None else 0,
+        max_labeled_demos=None if budget.max_labeled_demos is None else 0,
+    )
 
 
 def _budget(data: dict[str, Any], optimizer: str) -> Budget:

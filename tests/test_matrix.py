@@ -8,7 +8,7 @@ import pytest
 
 from mipro_bench.matrix import DEFAULT_MATRIX, Floors, MatrixError, load_matrix
 from mipro_bench.optimizers.base import Budget
-from tests.record_factory import make_record
+from tests.factories import make_record
 
 MINIMAL = """
 [matrix]
@@ -126,3 +126,13 @@ def test_the_shipped_matrix_loads_and_has_the_documented_cases() -> None:
     assert skipped.unsupported
     for case in matrix.for_optimizer("dspy_miprov2"):
         assert case.floors(simulated=True).min_optimized_test_accuracy is not None
+
+
+def test_instruction_only_cases_record_zero_demos() -> None:
+    from mipro_bench.matrix import load_matrix
+
+    cases = load_matrix().cases
+    dspy = {c.mode: c for c in cases if c.optimizer == "dspy_miprov2"}
+    dspy_io, dspy_fs = dspy["instruction_only"], dspy["fewshot"]
+    assert dspy_io.budget.max_bootstrapped_demos == 0 and dspy_io.budget.max_labeled_demos == 0
+    assert dspy_fs.budget.max_bootstrapped_demos == 4
