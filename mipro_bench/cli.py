@@ -17,15 +17,23 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from mipro_bench.argtypes import EXIT_USAGE, non_negative_int, positive_int
+from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
 from mipro_bench.data import DataError, Splits, load_banking77, make_splits
 from mipro_bench.lm.knobs import KnobsError
-from mipro_bench.lm.settings import DEFAULT_MODEL, LMConfigError, LMSettings, resolve_lm_settings
+from mipro_bench.lm.settings import (
+    DEFAULT_MODEL,
+    LMConfigError,
+    LMSettings,
+    load_dotenv,
+    resolve_lm_settings,
+)
 from mipro_bench.matrix import MatrixError
 from mipro_bench.optimizers import UnknownOptimizer, create_optimizer, get_spec
 from mipro_bench.optimizers.base import Budget, NotSupported, OptimizeRequest, UsageError
@@ -40,7 +48,6 @@ from mipro_bench.runner import gateway_usage_reader, run_case
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
 
 # Errors that mean "the command or its configuration cannot work": one line, exit 2.
 USAGE_ERRORS: tuple[type[BaseException], ...] = (
@@ -50,33 +57,6 @@ USAGE_ERRORS: tuple[type[BaseException], ...] = (
 
 class CLIError(Exception):
     """A usage or setup problem found by the CLI itself (one line, exit 2)."""
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (no usage dump), exit 2."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,6 +98,7 @@ def load_splits(args: argparse.Namespace) -> Splits:
 
 
 def resolve_lm(args: argparse.Namespace) -> tuple[LMSettings, str]:
+    load_dotenv()  # a key in ./.env counts as set (fills only missing variables)
     return resolve_lm_settings(lm=args.lm, api_base=args.api_base, model=args.model)
 
 

@@ -1,17 +1,41 @@
-"""Shared test fixtures: where the data lives, and keeping tests out of the real home."""
+"""Shared test fixtures: where the data lives, a simulated-LM gateway, and keeping tests out of
+the real home."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from mipro_bench.lm.gateway import GatewayHandle
 
 TESTS_DIR = Path(__file__).resolve().parent
 TINY_DATA_DIR = TESTS_DIR / "data" / "tiny_banking77"
 # The real Banking77 copy beside the project (../shared/banking77 from the repo root);
 # CI and developers may point BANKING77_DIR elsewhere.
 DEFAULT_REAL_DATA_DIR = TESTS_DIR.parent.parent / "shared" / "banking77"
+
+
+# The suite's tests never talk to a real API or hub: keys from the developer's shell or .env
+# are removed for the whole run (subprocesses inherit this), so every LM is the simulated one.
+_REAL_SERVICE_VARIABLES = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "SYNTH_API_KEY",
+    "SYNTH_BACKEND_URL",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["MIPRO_BENCH_DOTENV"] = "0"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    for name in _REAL_SERVICE_VARIABLES:
+        os.environ.pop(name, None)
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +49,15 @@ def real_data_dir() -> Path:
     if not (path / "train.csv").is_file():
         pytest.skip(f"real Banking77 not found at {path}; set BANKING77_DIR")
     return path
+
+
+@pytest.fixture(scope="module")
+def gw() -> Iterator[GatewayHandle]:
+    """One simulated-LM gateway per test module (a module may override it, e.g. one per test)."""
+    from tests.lm_support import sim_gateway  # imported here: most tests need no gateway
+
+    with sim_gateway() as handle:
+        yield handle
 
 
 _SDK_VARIABLES = ("ENVIRONMENT_API_KEY", "DEV_ENVIRONMENT_API_KEY", "SYNTH_LOCALAPI_AUTH_PERSIST")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,15 @@ def test_missing_dotenv_is_not_an_error(tmp_path: Path) -> None:
     env: dict[str, str] = {}
     load_dotenv(tmp_path / "absent.env", env)
     assert env == {}
+
+
+def test_the_test_run_never_reads_a_dotenv_into_the_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """tests/conftest.py sets MIPRO_BENCH_DOTENV=0: a developer's real key stays out."""
+    assert os.environ.get("MIPRO_BENCH_DOTENV") == "0"
+    assert "OPENAI_API_KEY" not in os.environ
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-would-be-real\n")
+    load_dotenv()
+    assert "OPENAI_API_KEY" not in os.environ

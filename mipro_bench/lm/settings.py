@@ -55,7 +55,14 @@ class LMSettings:
 
 
 def load_dotenv(path: Path = Path(".env"), env: dict[str, str] | None = None) -> None:
-    """Fill missing environment variables from a .env file (KEY=VALUE lines)."""
+    """Fill missing environment variables from a .env file (KEY=VALUE lines).
+
+    MIPRO_BENCH_DOTENV=0 keeps it out of the process environment: the suite's own
+    tests set it so that a developer's .env with real keys can never make a test call
+    a real API.
+    """
+    if env is None and os.environ.get("MIPRO_BENCH_DOTENV") == "0":
+        return
     target = env if env is not None else os.environ
     if not path.is_file():
         return
