@@ -65,13 +65,9 @@ class Interval:
         return self.low > 0.0 or self.high < 0.0
 
 
-@dataclass(frozen=True)
-class AccuracyEstimate:
-    """An accuracy on n items with its percentile-bootstrap CI."""
+class _WithInterval:
+    """The CI fields as an Interval, for every result that carries ci_low/ci_high/confidence."""
 
-    accuracy: float
-    n: int
-    correct: int
     ci_low: float
     ci_high: float
     confidence: float
@@ -81,8 +77,29 @@ class AccuracyEstimate:
         return Interval(self.ci_low, self.ci_high, self.confidence)
 
 
+class _WithSignificance(_WithInterval):
+    """A difference with a CI: significant when the CI excludes zero."""
+
+    @property
+    def significant(self) -> bool:
+        """True when the CI of the difference excludes zero (the only case a winner is named)."""
+        return self.interval.excludes_zero
+
+
 @dataclass(frozen=True)
-class PairedDifference:
+class AccuracyEstimate(_WithInterval):
+    """An accuracy on n items with its percentile-bootstrap CI."""
+
+    accuracy: float
+    n: int
+    correct: int
+    ci_low: float
+    ci_high: float
+    confidence: float
+
+
+@dataclass(frozen=True)
+class PairedDifference(_WithSignificance):
     """mean(a) - mean(b) over the same items, with a paired bootstrap CI.
 
     The per-item scores may be fractions (an item's accuracy averaged over seeds).
@@ -96,18 +113,9 @@ class PairedDifference:
     ci_high: float
     confidence: float
 
-    @property
-    def interval(self) -> Interval:
-        return Interval(self.ci_low, self.ci_high, self.confidence)
-
-    @property
-    def significant(self) -> bool:
-        """True when the CI of the difference excludes zero (the only case a winner is named)."""
-        return self.interval.excludes_zero
-
 
 @dataclass(frozen=True)
-class PairedComparison:
+class PairedComparison(_WithSignificance):
     """Two prompts' right/wrong on the same items: difference, paired CI, McNemar.
 
     a_only counts items A got right and B wrong (the discordant pairs), b_only the reverse.
@@ -125,14 +133,6 @@ class PairedComparison:
     b_only: int
     both_wrong: int
     mcnemar_p: float
-
-    @property
-    def interval(self) -> Interval:
-        return Interval(self.ci_low, self.ci_high, self.confidence)
-
-    @property
-    def significant(self) -> bool:
-        return self.interval.excludes_zero
 
 
 @dataclass(frozen=True)

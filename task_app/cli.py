@@ -18,10 +18,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from typing import NoReturn
 
 import uvicorn
 
+from mipro_bench.argtypes import OneLineParser, positive_int, whole_number
 from mipro_bench.data import ENV_DATA_DIR, DataError, load_banking77, make_splits
 from mipro_bench.lm.settings import DEFAULT_MODEL, LMConfigError, LMSettings, resolve_lm_settings
 from mipro_bench.options import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE
@@ -39,33 +39,15 @@ class CliError(Exception):
     """A problem the user can fix, reported as one line."""
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def _port(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    number = whole_number(value, expected="a port number")
     if not 0 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {number}")
     return number
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog=PROG, description="Serve the Banking77 task app (synth-ai LocalAPI "
+    parser = OneLineParser(prog=PROG, description="Serve the Banking77 task app (synth-ai LocalAPI "
                      "contract). Clients authenticate with ENVIRONMENT_API_KEY.")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
@@ -73,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=None,
                         help=f"Banking77 folder with train.csv, test.csv, categories.json "
                              f"(default ${ENV_DATA_DIR}, else the Hugging Face hub)")
-    parser.add_argument("--train-size", type=_positive, default=DEFAULT_TRAIN_SIZE)
-    parser.add_argument("--val-size", type=_positive, default=DEFAULT_VAL_SIZE)
-    parser.add_argument("--test-size", type=_positive, default=DEFAULT_TEST_SIZE)
+    parser.add_argument("--train-size", type=positive_int, default=DEFAULT_TRAIN_SIZE)
+    parser.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE)
+    parser.add_argument("--test-size", type=positive_int, default=DEFAULT_TEST_SIZE)
     parser.add_argument("--data-seed", type=int, default=0, help="seed of the splits")
     parser.add_argument("--lm", choices=("sim", "openai", "local"), default=None,
                         help="LM for rollouts that name no inference_url (default sim unless "

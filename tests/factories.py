@@ -2,10 +2,12 @@
 
 `items("1101")` makes four test items (ids test:0..3) scored right, right, wrong,
 right; intents cycle through LABELS so per-intent numbers are predictable too.
+`make_record(field=...)` is the same record with whole RunRecord fields swapped in.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -118,3 +120,10 @@ def record(
         backend="local" if optimizer.startswith("synth") else None,
         versions={"python": "3.11", "dspy": "3.4.1"},
     )
+
+
+def make_record(**fields: Any) -> RunRecord:
+    """A small succeeded record (baseline 0.0, optimized 0.5 on two items, best val 0.66, no
+    elapsed time) with the given RunRecord fields replaced, for tests about one field."""
+    base = record(baseline="00", optimized="10", best_val=0.66, elapsed=None)
+    return dataclasses.replace(base, **fields)

@@ -1,9 +1,9 @@
-"""Helpers for the Synth tests: a recording LM, a counting (or failing) task app, one stack.
+"""Helpers for the Synth tests: a counting (or failing) task app, a local backend on the LM.
 
-Nothing here fakes a component: the LM is the gateway's simulated policy with
-a recorder around it (what the LM really received), the task app is the real
-one with an ASGI wrapper that counts `POST /rollout` (or answers them 500, a
-broken task app), and the backend is the real local backend.
+Nothing here fakes a component: the task app is the real one with an ASGI
+wrapper that counts `POST /rollout` (or answers them 500, a broken task app),
+and the backend is the real local backend. The recording LM is in
+tests/lm_support.py.
 """
 
 from __future__ import annotations
@@ -15,46 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mipro_bench.data import Splits
-from mipro_bench.lm.gateway import GatewayHandle, start_gateway
+from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.lm.retry import RetryPolicy
 from mipro_bench.serving import serve_in_thread
 from mipro_bench.synth_local import LocalBackend, start_local_backend
 from task_app.app import build_task_app
-from tests.task_app_support import SIM_SETTINGS
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.02, jitter_s=0)
 SCOPE = "synth-test"
-
-
-class RecordingResponder:
-    """Wraps the gateway's responder: every request body the LM itself answered."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.bodies: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
-
-    async def complete(self, body: dict[str, Any]) -> Any:
-        reply = await self.inner.complete(body)
-        with self._lock:
-            self.bodies.append(body)
-        return reply
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    def policy_systems(self) -> list[str]:
-        """System messages of the classification calls (the ones with the forced tool)."""
-        with self._lock:
-            return [b["messages"][0]["content"] for b in self.bodies if b.get("tools")]
-
-
-@contextlib.contextmanager
-def recording_gateway() -> Iterator[tuple[GatewayHandle, RecordingResponder]]:
-    with start_gateway(SIM_SETTINGS) as handle:
-        recorder = RecordingResponder(handle.gateway.responder)
-        handle.gateway.responder = recorder
-        yield handle, recorder
 
 
 @dataclass

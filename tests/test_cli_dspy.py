@@ -11,16 +11,9 @@ from pathlib import Path
 import pytest
 
 import run_dspy_mipro_banking77 as script
+from tests.cli_support import call_main
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def call(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = script.main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -44,7 +37,7 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tiny_da
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.chdir(tiny_data_dir.parent)  # no .env, nothing real nearby
     argv = [a.replace("{tiny}", str(tiny_data_dir)) for a in argv]
-    code, err = call(argv, capsys)
+    code, err = call_main(script.main, argv, capsys)
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1, err

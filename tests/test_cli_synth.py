@@ -13,6 +13,7 @@ import pytest
 
 import run_synth_mipro_banking77 as script
 from mipro_bench.serving import find_free_port
+from tests.cli_support import call_main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,14 +87,6 @@ def test_offline_and_online_runs_on_the_tiny_panel(tiny_data_dir: Path, tmp_path
     assert record["details"]["synth"]["online"]["client_rollouts"] == 10
 
 
-def call(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        code = script.main(argv)
-    except SystemExit as exc:  # argparse's own errors
-        code = int(exc.code or 0)
-    return code, capsys.readouterr().err
-
-
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -119,7 +112,8 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], env: dict[str, str], 
     monkeypatch.chdir(tmp_path)  # no .env nearby
     dead = f"http://127.0.0.1:{find_free_port()}"
     argv = [a.replace("{tiny}", str(tiny_data_dir)).replace("{dead}", dead) for a in argv]
-    code, err = call([*argv, "--results-dir", str(tmp_path / "r")], capsys)
+    code, err = call_main(script.main, [*argv, "--results-dir", str(tmp_path / "r")],
+                          capsys)
     assert code == 2
     lines = [line for line in err.strip().splitlines()
              if line.startswith("run_synth_mipro_banking77.py")]

@@ -12,8 +12,7 @@ import pytest
 
 from mipro_bench.lm.dspy_lm import CACHE_SUBDIR, isolated_dspy_cache, make_dspy_lm
 from mipro_bench.lm.endpoint import GATEWAY_API_KEY
-from mipro_bench.lm.gateway import GatewayHandle, start_gateway
-from mipro_bench.lm.settings import resolve_lm_settings
+from mipro_bench.lm.gateway import GatewayHandle
 
 Intent = Literal["card_arrival", "exchange_rate", "lost_or_stolen_card", "card_linking"]
 QUERIES = [
@@ -33,13 +32,6 @@ class Classify(dspy.Signature):
 
     query: str = dspy.InputField()
     intent: Intent = dspy.OutputField()
-
-
-@pytest.fixture(scope="module")
-def gw() -> Iterator[GatewayHandle]:
-    settings, _ = resolve_lm_settings(env={})
-    with start_gateway(settings) as handle:
-        yield handle
 
 
 @pytest.fixture(autouse=True)

@@ -8,9 +8,8 @@ cannot leak into other tests.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,15 @@ from typing import Any
 import pytest
 
 from mipro_bench.data import Splits, load_banking77, make_splits
-from mipro_bench.lm.gateway import GatewayHandle, start_gateway
-from mipro_bench.lm.settings import resolve_lm_settings
+from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.optimizers import create_optimizer
 from mipro_bench.optimizers.base import BASELINE_PROMPT, Budget, OptimizeRequest, UsageError
 from mipro_bench.optimizers.dspy_mipro import EvaluationFailed, build_program
 from mipro_bench.results import PHASES, RunRecord, read_record
 from mipro_bench.runner import gateway_usage_reader, run_case
+from tests.lm_support import recording_gateway
 
 TRIALS = 3
-
-
-class CountingResponder:
-    """Counts what the simulated LM itself answered (independent of the gateway's ledger)."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    async def complete(self, body: dict[str, Any]) -> Any:
-        reply = await self.inner.complete(body)
-        self.calls += 1
-        return reply
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-
-@contextlib.contextmanager
-def sim_gateway() -> Iterator[tuple[GatewayHandle, CountingResponder]]:
-    settings, _ = resolve_lm_settings(lm="sim")
-    with start_gateway(settings) as handle:
-        counter = CountingResponder(handle.gateway.responder)
-        handle.gateway.responder = counter
-        yield handle, counter
 
 
 @dataclass
@@ -67,7 +41,7 @@ class Run:
 def run(splits: Splits, tmp: Path, *, mode: str = "instruction_only", budget: Budget | None = None,
         on_progress: Callable[[str, GatewayHandle], None] | None = None,
         options: dict[str, Any] | None = None) -> Run:
-    with sim_gateway() as (gw, counter):
+    with recording_gateway() as (gw, counter):
         scope = f"test-{mode}"
         request = OptimizeRequest(
             splits=splits, lm=gw.endpoint, mode=mode,  # type: ignore[arg-type]
@@ -215,7 +189,7 @@ def test_lm_outage_mid_run_leaves_a_failed_record(tiny_splits: Splits, tmp_path:
 
 def test_one_failed_item_is_scored_wrong_and_counted(tiny_splits: Splits, tmp_path: Path) -> None:
     # One evaluation thread and no DSPy retries: exactly the first test item's call fails.
-    with sim_gateway() as (gw, _):
+    with recording_gateway() as (gw, _):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
             budget=Budget(trials=1), seed=1, workdir=tmp_path / "work", scope="one-item",
@@ -234,7 +208,7 @@ def test_one_failed_item_is_scored_wrong_and_counted(tiny_splits: Splits, tmp_pa
 
 def test_more_failed_items_than_allowed_fail_the_evaluation(tiny_splits: Splits,
                                                             tmp_path: Path) -> None:
-    with sim_gateway() as (gw, _):
+    with recording_gateway() as (gw, _):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
             budget=Budget(trials=1), seed=1, workdir=tmp_path / "work", scope="outage",
@@ -247,7 +221,7 @@ def test_more_failed_items_than_allowed_fail_the_evaluation(tiny_splits: Splits,
 
 def test_trials_with_auto_is_refused_before_any_lm_call(tiny_splits: Splits,
                                                         tmp_path: Path) -> None:
-    with sim_gateway() as (gw, counter):
+    with recording_gateway() as (gw, counter):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
             budget=Budget(trials=5, auto="light"), seed=1, workdir=tmp_path, scope="bad",
@@ -261,7 +235,7 @@ def test_trials_with_auto_is_refused_before_any_lm_call(tiny_splits: Splits,
 @pytest.mark.parametrize(("module", "output_type"), [("cot", "str"), ("predict", "literal")])
 def test_other_program_shapes_evaluate_through_the_same_parser(
         tiny_splits: Splits, tmp_path: Path, module: str, output_type: str) -> None:
-    with sim_gateway() as (gw, counter):
+    with recording_gateway() as (gw, counter):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
             budget=Budget(trials=1), seed=1, workdir=tmp_path, scope=f"{module}-{output_type}",

@@ -16,7 +16,7 @@ from mipro_bench.gate import (
     resolve_baseline_path,
 )
 from mipro_bench.results import DataInfo, LMInfo, Scores
-from tests.record_factory import make_record
+from tests.factories import make_record
 
 
 def with_accuracy(acc: float | None, **over):

@@ -15,9 +15,8 @@ import pytest
 
 from mipro_bench.lm import client as client_module
 from mipro_bench.lm.client import ChatClient, LMCallError, SyncChatClient, chat, chat_sync
-from mipro_bench.lm.gateway import GatewayHandle, start_gateway
+from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.lm.retry import RetryPolicy
-from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.results import PhaseUsage
 from mipro_bench.serving import find_free_port
 
@@ -27,13 +26,6 @@ BODY: dict[str, Any] = {
     "messages": [{"role": "system", "content": "Pick one intent: card_arrival, exchange_rate."},
                  {"role": "user", "content": "what is the exchange rate today"}],
 }
-
-
-@pytest.fixture(scope="module")
-def gw() -> Iterator[GatewayHandle]:
-    settings, _ = resolve_lm_settings(env={})
-    with start_gateway(settings) as handle:
-        yield handle
 
 
 @pytest.fixture(autouse=True)

@@ -22,7 +22,7 @@ from mipro_bench.selection import (
     parse_seeds,
 )
 from mipro_bench.session import MiproSession, lm_time_split
-from tests.record_factory import make_record
+from tests.factories import make_record
 
 CALIBRATION = Calibration(train_size=100, val_size=50, test_size=308, data_seed=0)
 

@@ -15,7 +15,7 @@ from mipro_bench.results import (
     read_record,
     write_record,
 )
-from tests.record_factory import make_record
+from tests.factories import make_record
 
 
 def test_round_trip_is_lossless() -> None:

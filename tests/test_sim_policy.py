@@ -26,16 +26,8 @@ from mipro_bench.prompt import (
     classify_tool,
     tool_choice,
 )
+from tests.sim_support import LABELS
 
-LABELS = (
-    "card_arrival",
-    "lost_or_stolen_card",
-    "exchange_rate",
-    "top_up_failed",
-    "Refund_not_showing_up",
-    "pin_blocked",
-    "reverted_card_payment?",
-)
 SIM_DIR = Path(policy_module.__file__).resolve().parent
 
 

@@ -16,16 +16,7 @@ from dspy.utils.exceptions import AdapterParseError
 
 from mipro_bench.lm.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION
-
-LABELS = (
-    "card_arrival",
-    "lost_or_stolen_card",
-    "exchange_rate",
-    "top_up_failed",
-    "Refund_not_showing_up",
-    "pin_blocked",
-    "reverted_card_payment?",
-)
+from tests.sim_support import LABELS
 
 
 class Classify(dspy.Signature):

@@ -22,11 +22,11 @@ from mipro_bench.optimizers.synth_mipro import JobSettings, job_config, quiet_un
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.serving import find_free_port
 from mipro_bench.synth_local import LocalBackend
+from tests.lm_support import recording_gateway
 from tests.synth_support import (
     CountingTaskApp,
     counting_task_app,
     local_backend_for,
-    recording_gateway,
 )
 from tests.task_app_support import tiny_splits
 

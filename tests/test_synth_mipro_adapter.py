@@ -41,7 +41,7 @@ from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import PHASES, OptimizedPrompt, RunRecord, read_record
 from mipro_bench.runner import gateway_usage_reader, run_case
 from mipro_bench.serving import find_free_port
-from tests.synth_support import RecordingResponder, recording_gateway
+from tests.lm_support import RecordingResponder, recording_gateway
 from tests.task_app_support import tiny_splits
 
 BUDGET = 24

@@ -23,16 +23,15 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
-from tenacity import AsyncRetrying, Retrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying, Retrying
 
 from mipro_bench.lm.retry import (
-    RETRYABLE_STATUS,
     RetryableStatus,
     RetryPolicy,
-    WaitRetryAfterOrBackoff,
-    is_retryable,
-    parse_retry_after,
+    raise_if_retryable,
+    retrying_kwargs,
 )
+from mipro_bench.lm.transport import json_headers, pool_options
 
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -57,18 +56,10 @@ def _completions_url(base_url: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
-def _headers(api_key: str | None) -> dict[str, str]:
-    headers = {"content-type": "application/json"}
-    if api_key:
-        headers["authorization"] = f"Bearer {api_key}"
-    return headers
-
-
 def _check(response: httpx.Response, url: str) -> dict[str, Any]:
     """The JSON of a good answer; RetryableStatus to retry; LMCallError to give up now."""
+    raise_if_retryable(response)
     status = response.status_code
-    if status in RETRYABLE_STATUS:
-        raise RetryableStatus(status, parse_retry_after(response.headers), response.content)
     if status != 200:
         raise LMCallError(f"LM call to {url} failed with HTTP {status}: "
                           f"{_error_message(response.content)}", status=status, attempts=1,
@@ -105,36 +96,23 @@ def _final_error(exc: BaseException, attempts: int, url: str) -> LMCallError:
                        f"{type(exc).__name__}: {exc}", status=None, attempts=attempts, url=url)
 
 
-def _retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
-    return {
-        "stop": stop_after_attempt(policy.max_attempts),
-        "wait": WaitRetryAfterOrBackoff(policy),
-        "retry": retry_if_exception(is_retryable),
-        "reraise": True,
-    }
-
-
 class ChatClient:
     """Async chat-completions client with a shared pool, a timeout and bounded retries."""
 
     def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy | None = None,
                  max_connections: int = 64) -> None:
         self.retry = retry or RetryPolicy()
-        self._http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.AsyncClient(**pool_options(timeout_s, max_connections))
 
     async def chat(self, base_url: str, api_key: str | None, body: Mapping[str, Any],
                    ) -> dict[str, Any]:
         """POST {base_url}/chat/completions; the chat.completion dict, or LMCallError."""
         url = _completions_url(base_url)
         payload = json.dumps(body).encode()
-        headers = _headers(api_key)
+        headers = json_headers(api_key)
         attempts = 0
         try:
-            async for attempt in AsyncRetrying(**_retrying_kwargs(self.retry)):
+            async for attempt in AsyncRetrying(**retrying_kwargs(self.retry)):
                 with attempt:
                     attempts += 1
                     response = await self._http.post(url, content=payload, headers=headers)
@@ -173,19 +151,15 @@ class SyncChatClient:
     def __init__(self, *, timeout_s: float = DEFAULT_TIMEOUT_S, retry: RetryPolicy | None = None,
                  max_connections: int = 16) -> None:
         self.retry = retry or RetryPolicy()
-        self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=min(10.0, timeout_s)),
-            limits=httpx.Limits(max_connections=max_connections,
-                                max_keepalive_connections=max_connections),
-        )
+        self._http = httpx.Client(**pool_options(timeout_s, max_connections))
 
     def chat(self, base_url: str, api_key: str | None, body: Mapping[str, Any]) -> dict[str, Any]:
         url = _completions_url(base_url)
         payload = json.dumps(body).encode()
-        headers = _headers(api_key)
+        headers = json_headers(api_key)
         attempts = 0
         try:
-            for attempt in Retrying(**_retrying_kwargs(self.retry)):
+            for attempt in Retrying(**retrying_kwargs(self.retry)):
                 with attempt:
                     attempts += 1
                     response = self._http.post(url, content=payload, headers=headers)

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
+from tenacity import AsyncRetrying
 
 from mipro_bench.lm.pricing import cost_usd
 from mipro_bench.lm.responders import (
@@ -25,14 +25,13 @@ from mipro_bench.lm.responders import (
     UpstreamFailure,
 )
 from mipro_bench.lm.retry import (
-    RETRYABLE_STATUS,
     RetryableStatus,
     RetryPolicy,
-    WaitRetryAfterOrBackoff,
-    is_retryable,
-    parse_retry_after,
+    raise_if_retryable,
+    retrying_kwargs,
 )
 from mipro_bench.lm.settings import LMSettings
+from mipro_bench.lm.transport import json_headers, pool_options
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +56,7 @@ class ForwardResponder:
     async def startup(self) -> None:
         # Created inside the serving loop: an httpx pool belongs to one event loop.
         self._client = httpx.AsyncClient(
-            timeout=httpx.Timeout(self._settings.timeout_s, connect=min(10.0,
-                                                                         self._settings.timeout_s)),
-            limits=httpx.Limits(max_connections=self._max_connections,
-                                max_keepalive_connections=self._max_connections),
+            **pool_options(self._settings.timeout_s, self._max_connections),
             follow_redirects=False,
         )
 
@@ -73,30 +69,18 @@ class ForwardResponder:
         """Remove the real key from text coming back (401/403 bodies are never relayed at all)."""
         return text.replace(self._key, REDACTED) if self._key else text
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"content-type": "application/json"}
-        if self._key:
-            headers["authorization"] = f"Bearer {self._key}"
-        return headers
-
     async def _post_once(self, payload: bytes) -> httpx.Response:
         assert self._client is not None, "ForwardResponder used before startup()"
-        response = await self._client.post(self._url, content=payload, headers=self._headers())
-        if response.status_code in RETRYABLE_STATUS:
-            raise RetryableStatus(response.status_code, parse_retry_after(response.headers),
-                                  response.content)
+        response = await self._client.post(self._url, content=payload,
+                                           headers=json_headers(self._key))
+        raise_if_retryable(response)
         return response
 
     async def complete(self, body: dict[str, Any]) -> Reply:
         payload = json.dumps(body).encode()
         attempts = 0
         try:
-            async for attempt in AsyncRetrying(
-                stop=stop_after_attempt(self._retry.max_attempts),
-                wait=WaitRetryAfterOrBackoff(self._retry),
-                retry=retry_if_exception(is_retryable),
-                reraise=True,
-            ):
+            async for attempt in AsyncRetrying(**retrying_kwargs(self._retry)):
                 with attempt:
                     attempts += 1
                     response = await self._post_once(payload)

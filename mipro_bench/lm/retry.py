@@ -15,9 +15,10 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
-from tenacity import RetryCallState
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt
 
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 
@@ -115,3 +116,21 @@ def is_retryable(exc: BaseException) -> bool:
     if isinstance(exc, httpx.UnsupportedProtocol):  # a wrong URL does not heal by waiting
         return False
     return isinstance(exc, (RetryableStatus, *RETRYABLE_ERRORS))
+
+
+def raise_if_retryable(response: httpx.Response) -> None:
+    """RetryableStatus (with the server's requested pause) for a 429/5xx-style answer."""
+    if response.status_code in RETRYABLE_STATUS:
+        raise RetryableStatus(response.status_code, parse_retry_after(response.headers),
+                              response.content)
+
+
+def retrying_kwargs(policy: RetryPolicy) -> dict[str, Any]:
+    """Arguments for tenacity's (Async)Retrying that apply `policy`; the last error is re-raised
+    so each hop can turn it into its own failure (LMCallError, a 502...)."""
+    return {
+        "stop": stop_after_attempt(policy.max_attempts),
+        "wait": WaitRetryAfterOrBackoff(policy),
+        "retry": retry_if_exception(is_retryable),
+        "reraise": True,
+    }
