@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from mipro_bench.argtypes import usable_results_dir
 from mipro_bench.cli import OneLineParser, non_negative_int, positive_int
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.gate import GateError, parse_threshold
@@ -135,6 +136,8 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(f"--compare {args.compare}: no such file")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
         raise ValueError(f"--data-dir {args.data_dir}: no such directory")
+    if args.results_dir is not None:
+        usable_results_dir(args.results_dir)
     if args.workers is not None and not (args.workers.isdigit() or
                                          args.workers in ("auto", "logical")):
         raise ValueError(f"-n/--workers {args.workers!r}: expected a number or 'auto'")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import sys
 
+from mipro_bench.argtypes import port_number
 from mipro_bench.cli import (
     OneLineParser,
     add_common_arguments,
@@ -57,7 +58,7 @@ def build_parser() -> OneLineParser:
                        help="instructions the meta model proposes (default 6)")
     synth.add_argument("--minibatch-size", type=positive_int, default=None,
                        help="train seeds per search trial (default 10)")
-    synth.add_argument("--task-app-port", type=non_negative_int, default=EARLIER_TASK_APP_PORT,
+    synth.add_argument("--task-app-port", type=port_number, default=EARLIER_TASK_APP_PORT,
                        help=f"task app port, or the next free one (default "
                             f"{EARLIER_TASK_APP_PORT}; 0 = any)")
     add_common_arguments(parser)

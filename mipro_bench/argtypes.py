@@ -8,6 +8,8 @@ app's server), so the parser and the number checks live here once.
 from __future__ import annotations
 
 import argparse
+import os
+from pathlib import Path
 from typing import NoReturn
 
 EXIT_USAGE = 2
@@ -40,3 +42,28 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 0 meaning "any free one"; out of range is a usage error, not a failed run."""
+    value = whole_number(text, expected="a port number")
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
+
+
+def usable_results_dir(path: str | os.PathLike[str]) -> Path:
+    """`path`, or ValueError saying in one line why records could not be written there.
+
+    Checked before a run starts (finding out when the record is written loses the
+    run), without creating anything: a run that never starts leaves no folder behind.
+    """
+    folder = Path(path)
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--results-dir {folder}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"--results-dir {folder}: {existing} is not writable")
+    return folder

@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mipro_bench.argtypes import EXIT_USAGE, non_negative_int, positive_int
+from mipro_bench.argtypes import EXIT_USAGE, non_negative_int, positive_int, usable_results_dir
 from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
 from mipro_bench.data import DataError, Splits, load_banking77, make_splits
 from mipro_bench.lm.knobs import KnobsError
@@ -161,7 +161,10 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
 
     "best val" is the optimizer's own score on the val split, never test accuracy.
     """
-    table = Table(title="mipro-bench: Banking77 (test accuracy scored by the suite)",
+    # The title says "simulated" too: a narrow terminal ellipsizes the model column's
+    # "(simulated)", and a simulated number must never read as a real one.
+    simulated = "; simulated LM" if any(record.lm.simulated for record, _ in rows) else ""
+    table = Table(title=f"mipro-bench: Banking77 (test accuracy scored by the suite{simulated})",
                   title_justify="left")
     for name, justify in (("optimizer", "left"), ("mode", "left"), ("model", "left"),
                           ("status", "left"), ("baseline", "right"), ("optimized", "right"),
@@ -206,6 +209,10 @@ def run_optimizer(
         raise NotSupported(reason)
     optimizer = create_optimizer(optimizer_name, **(options or {}))
     settings, lm_line = resolve_lm(args)  # cheap checks first: no data is read for a bad LM
+    try:
+        usable_results_dir(args.results_dir)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
     splits = load_splits(args)
     err = stderr_console()
     err.print(lm_line, highlight=False)

@@ -47,9 +47,6 @@ class Banking77:
     labels: tuple[str, ...]
     source: str
 
-    def label_index(self) -> dict[str, int]:
-        return {name: i for i, name in enumerate(self.labels)}
-
 
 @dataclass(frozen=True)
 class Split:
@@ -292,15 +289,20 @@ def summary(splits: Splits) -> dict[str, object]:
 
 def main() -> None:
     """`python -m mipro_bench.data`: print the panel a run would use (a quick data check)."""
-    import argparse
     import sys
 
-    parser = argparse.ArgumentParser(description="Summarize the Banking77 splits")
+    # Imported here: options imports this module. The defaults are the benchmark's own,
+    # and the parser is the one every CLI shares (one-line errors, checked numbers).
+    from mipro_bench.argtypes import OneLineParser, non_negative_int, positive_int
+    from mipro_bench.options import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE
+
+    prog = "python -m mipro_bench.data"
+    parser = OneLineParser(prog=prog, description="Summarize the Banking77 splits")
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--train-size", type=int, default=100)
-    parser.add_argument("--val-size", type=int, default=50)
-    parser.add_argument("--test-size", type=int, default=308)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-size", type=positive_int, default=DEFAULT_TRAIN_SIZE)
+    parser.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE)
+    parser.add_argument("--test-size", type=positive_int, default=DEFAULT_TEST_SIZE)
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     args = parser.parse_args()
     try:
         splits = make_splits(
@@ -311,7 +313,7 @@ def main() -> None:
             seed=args.seed,
         )
     except DataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(json.dumps(summary(splits), indent=2))
 

@@ -146,13 +146,6 @@ def mipro_session(pytestconfig: pytest.Config) -> MiproSession:
     return pytestconfig.stash[SESSION_KEY]
 
 
-def record_unsupported(config: pytest.Config, optimizer: str, mode: str, model: str,
-                       reason: str) -> None:
-    from mipro_bench.compare import UnsupportedCase
-
-    config.stash[SESSION_KEY].add_unsupported(UnsupportedCase(optimizer, mode, model, reason))
-
-
 def _perf_asked(config: pytest.Config, item: pytest.Item) -> bool:
     """A perf benchmark runs when asked: --mipro-perf, a -m expression naming perf, or a
     command-line path inside its directory (`pytest benchmarks/perf`), but not for

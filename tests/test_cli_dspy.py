@@ -29,6 +29,10 @@ ROOT = Path(__file__).resolve().parent.parent
         (["--data-dir", "/nonexistent/banking77"], "/nonexistent/banking77: no such directory"),
         (["--lm", "openai", "--data-dir", "{tiny}"], "--lm openai needs OPENAI_API_KEY"),
         (["--train-size", "999", "--data-dir", "{tiny}"], "larger than the"),
+        (["--model", "", "--data-dir", "{tiny}"], "--model must name a model"),
+        (["--api-base", "localhost:8000", "--data-dir", "{tiny}"], "--api-base must be an http"),
+        (["--results-dir", "{tiny}/train.csv", "--data-dir", "{tiny}"],
+         "train.csv is not a directory"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(argv: list[str], message: str, tiny_data_dir: Path,
@@ -85,3 +89,16 @@ def test_the_documented_command_on_the_real_data(real_data_dir: Path, tmp_path: 
     assert record["details"]["dspy"]["search_trials_run"] == 5
     assert record["data"]["source"].startswith("local:")
     assert len(record["results"]["per_item"]) == 40
+
+
+@pytest.mark.parametrize("simulated", [True, False])
+def test_the_summary_says_simulated_even_when_the_terminal_is_narrow(simulated: bool) -> None:
+    from rich.console import Console
+
+    from mipro_bench.cli import summary_table
+    from tests.factories import record
+
+    console = Console(width=80, record=True)
+    console.print(summary_table([(record(simulated=simulated), Path("r.json"))]))
+    # At 80 columns the model cell's "(simulated)" is cut to an ellipsis; the title is not.
+    assert ("simulated LM" in console.export_text()) is simulated

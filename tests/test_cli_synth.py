@@ -93,6 +93,7 @@ def test_offline_and_online_runs_on_the_tiny_panel(tiny_data_dir: Path, tmp_path
         (["--rollouts", "0"], {}, "--rollouts: must be at least 1, got 0"),
         (["--mode", "sideways"], {}, "invalid choice: 'sideways'"),
         (["--val-size", "x"], {}, "expected a whole number, got 'x'"),
+        (["--task-app-port", "99999"], {}, "--task-app-port: must be between 0 and 65535"),
         (["--local", "--backend-url", "http://127.0.0.1:9", "--data-dir", "{tiny}",
           "--train-size", "5", "--val-size", "3", "--test-size", "3"], {},
          "needs SYNTH_API_KEY"),

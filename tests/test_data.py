@@ -132,3 +132,29 @@ class TestRealBanking77:
     def test_small_split_is_not_the_first_rows(self, data) -> None:
         splits = make_splits(data, train_size=5, val_size=3, test_size=3, seed=0)
         assert len(splits.train.intents()) == 5
+
+
+@pytest.mark.parametrize("argv", [["--train-size", "x"], ["--seed", "-1"], ["--test-size", "0"]])
+def test_data_cli_bad_option_is_one_line_exit_2(
+    argv: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mipro_bench import data
+
+    monkeypatch.setattr("sys.argv", ["python -m mipro_bench.data", *argv])
+    with pytest.raises(SystemExit) as exit_info:
+        data.main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error:" in err and "usage:" not in err
+
+
+def test_data_cli_missing_dir_is_one_line_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mipro_bench import data
+
+    monkeypatch.setattr("sys.argv", ["x", "--data-dir", str(tmp_path / "nope")])
+    with pytest.raises(SystemExit) as exit_info:
+        data.main()
+    assert exit_info.value.code == 2
+    assert "no such directory" in capsys.readouterr().err

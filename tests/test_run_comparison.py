@@ -98,6 +98,8 @@ def test_verbose_gives_pytests_own_output_back() -> None:
     (["-n", "lots"], "expected a number or 'auto'"),
     (["--budget", "dspy_miprov2.trails=3"], "unknown key(s) trails"),
     (["--matrix", "/no/such/matrix.toml"], "no such file"),
+    (["--results-dir", str(Path(__file__).parent / "data/tiny_banking77/train.csv")],
+     "train.csv is not a directory"),
 ])
 def test_bad_options_are_one_line_and_exit_2(argv: list[str], message: str,
                                              capsys: pytest.CaptureFixture[str]) -> None:

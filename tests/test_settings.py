@@ -60,6 +60,19 @@ def test_unknown_lm_is_a_config_error() -> None:
         resolve_lm_settings(lm="gpt", env={})
 
 
+@pytest.mark.parametrize("model", ["", "  "])
+def test_an_empty_model_is_a_config_error(model: str) -> None:
+    # Before this check, DSPy failed mid-run on "openai/" and synth-ai on a missing field.
+    with pytest.raises(LMConfigError, match="--model must name a model"):
+        resolve_lm_settings(model=model, env={})
+
+
+@pytest.mark.parametrize("lm", [None, "local"])
+def test_an_api_base_that_is_not_a_url_is_a_config_error(lm: str | None) -> None:
+    with pytest.raises(LMConfigError, match="--api-base must be an http"):
+        resolve_lm_settings(lm=lm, api_base="localhost:8000/v1", env={})
+
+
 def test_api_base_means_a_compatible_server() -> None:
     settings, line = resolve_lm_settings(api_base="http://127.0.0.1:8080/v1/", model="qwen",
                                          env={})

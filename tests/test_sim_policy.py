@@ -108,6 +108,13 @@ def test_demo_lines_in_a_tool_less_prompt_are_not_mistaken_for_the_label_list() 
     assert SimulatedLM().complete(body)["choices"][0]["message"]["content"] == "exchange_rate"
 
 
+def test_a_tool_choice_without_a_function_object_calls_the_first_tool() -> None:
+    # Lenient as before for a missing name, but a non-object "function" was a 500.
+    body = task_app_body("top up failed again", tool_choice={"type": "function", "function": 5})
+    message = SimulatedLM().complete(body)["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"]["name"] == classify_tool(LABELS)["function"]["name"]
+
+
 def test_tool_choice_none_answers_in_text() -> None:
     body = task_app_body("top up failed again", tool_choice="none")
     message = SimulatedLM().complete(body)["choices"][0]["message"]
@@ -390,7 +397,11 @@ GOOD_MESSAGES = [{"role": "user", "content": "hi"}]
         ({"messages": GOOD_MESSAGES, "tool_choice": 3}, "'tool_choice'"),
         ({"messages": GOOD_MESSAGES, "response_format": "json"}, "'response_format'"),
         ({"messages": GOOD_MESSAGES, "response_format": {"type": "xml"}}, "response_format.type"),
+        ({"messages": GOOD_MESSAGES,
+          "response_format": {"type": "json_schema", "json_schema": 5}},
+         "response_format.json_schema"),
         ({"messages": GOOD_MESSAGES, "model": 7}, "'model' must be a string"),
+        ({"messages": [{"role": ["user"], "content": "hi"}]}, "messages[0].role"),
     ],
 )
 def test_invalid_requests_raise_a_one_line_sim_request_error(body: object, needle: str) -> None:

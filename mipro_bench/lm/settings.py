@@ -89,6 +89,14 @@ def resolve_lm_settings(
     env = env if env is not None else os.environ
     if lm is not None and lm not in ("sim", "openai", "local"):
         raise LMConfigError(f"--lm must be one of sim, openai, local (got {lm!r})")
+    if not model.strip():
+        # Caught here, before any data is read: an empty id otherwise surfaces deep in an
+        # optimizer (DSPy's "openai/" has no model id, synth-ai's missing policy.model).
+        raise LMConfigError(f"--model must name a model (got {model!r})")
+    if api_base and not api_base.startswith(("http://", "https://")):
+        # Otherwise every LM call fails mid-run (httpx: UnsupportedProtocol) behind a 502.
+        raise LMConfigError(f"--api-base must be an http(s) URL, e.g. http://127.0.0.1:8000/v1 "
+                            f"(got {api_base!r})")
     common = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
               "timeout_s": timeout_s}
     if lm == "sim" or (lm is None and not api_base and not env.get("OPENAI_API_KEY")):

@@ -76,10 +76,6 @@ REGISTRY: dict[str, OptimizerSpec] = {
 }
 
 
-def optimizer_names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
 def get_spec(name: str) -> OptimizerSpec:
     try:
         return REGISTRY[name]

@@ -74,9 +74,6 @@ class InterceptRoute:
     def inference_url(self, backend_url: str, cid: str) -> str:
         return f"{backend_url.rstrip('/')}/v1/{self.route_id}/{cid}"
 
-    def total_calls(self) -> int:
-        return sum(u.calls for u in self.usage.values())
-
 
 class Interceptor:
     """Routes by id; safe to register from any thread, serves in the backend's loop."""

@@ -11,6 +11,7 @@ baseline under the candidate's name.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,6 +22,25 @@ _WILDCARD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 class PatternError(ValueError):
     """An initial_prompt that cannot be used, or messages that do not match it."""
+
+
+@functools.lru_cache(maxsize=256)
+def _pattern_regex(pattern: str, known: frozenset[str]) -> re.Pattern[str]:
+    # Cached: every intercepted LM call extracts its wildcards with these, and escaping a
+    # long instruction per call cost more than the match itself.
+    parts: list[str] = []
+    seen: set[str] = set()
+    pos = 0
+    for m in _WILDCARD.finditer(pattern):
+        name = m.group(1)
+        if name not in known:
+            continue
+        parts.append(re.escape(pattern[pos : m.start()]))
+        parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>.*?)")
+        seen.add(name)
+        pos = m.end()
+    parts.append(re.escape(pattern[pos:]))
+    return re.compile("".join(parts), re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -34,19 +54,7 @@ class MessagePattern:
 
     def regex(self, known: frozenset[str]) -> re.Pattern[str]:
         """Literal text escaped, each known `{name}` a lazy group (a repeat must match equal)."""
-        parts: list[str] = []
-        seen: set[str] = set()
-        pos = 0
-        for m in _WILDCARD.finditer(self.pattern):
-            name = m.group(1)
-            if name not in known:
-                continue
-            parts.append(re.escape(self.pattern[pos : m.start()]))
-            parts.append(f"(?P={name})" if name in seen else f"(?P<{name}>.*?)")
-            seen.add(name)
-            pos = m.end()
-        parts.append(re.escape(self.pattern[pos:]))
-        return re.compile("".join(parts), re.DOTALL)
+        return _pattern_regex(self.pattern, known)
 
     def render(self, values: Mapping[str, str], known: frozenset[str]) -> str:
         return _WILDCARD.sub(

@@ -135,20 +135,25 @@ def _listed_labels(texts: Sequence[str]) -> tuple[str, ...]:
             if not header:
                 continue
             inline = [_strip_value(v) for v in re.split(r"[,;]", header.group(1))]
-            names = [v for v in inline if _NAME.match(v)]
-            if not names:
-                for item in lines[i + 1 :]:
-                    value = _strip_value(_BULLET.sub("", item))
-                    if not value:
-                        if names:
-                            break
-                        continue
-                    if not _NAME.match(value):
-                        break
-                    names.append(value)
+            names = [v for v in inline if _NAME.match(v)] or _bulleted_names(lines[i + 1 :])
             if names:
                 return tuple(dict.fromkeys(names))
     return ()
+
+
+def _bulleted_names(lines: Sequence[str]) -> list[str]:
+    """The names listed one per line under a header (blank lines before the first allowed)."""
+    names: list[str] = []
+    for item in lines:
+        value = _strip_value(_BULLET.sub("", item))
+        if not value:
+            if names:
+                break
+            continue
+        if not _NAME.match(value):
+            break
+        names.append(value)
+    return names
 
 
 def _token_labels(texts: Sequence[str], excluded: set[str]) -> tuple[str, ...]:

@@ -61,7 +61,8 @@ class ChatRequest:
             return None
         wanted = None
         if isinstance(self.tool_choice, dict):
-            wanted = (self.tool_choice.get("function") or {}).get("name")
+            function = self.tool_choice.get("function")
+            wanted = function.get("name") if isinstance(function, dict) else None
         for tool in self.tools:
             if wanted is None or tool["function"]["name"] == wanted:
                 return tool
@@ -117,7 +118,7 @@ def _messages(value: Any) -> tuple[Message, ...]:
         if not isinstance(item, dict):
             raise SimRequestError(f"messages[{i}] must be an object")
         role = item.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:  # a list role is unhashable
             raise SimRequestError(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}, got {role!r}"
             )
@@ -186,7 +187,10 @@ def _response_format(value: Any) -> tuple[bool, tuple[str, ...]]:
     if kind == "json_object":
         return True, ()
     if kind == "json_schema":
-        schema = (value.get("json_schema") or {}).get("schema") or {}
+        wrapper = value.get("json_schema") or {}
+        if not isinstance(wrapper, dict):
+            raise SimRequestError("'response_format.json_schema' must be an object")
+        schema = wrapper.get("schema") or {}
         props = schema.get("properties") if isinstance(schema, dict) else None
         return True, tuple(props) if isinstance(props, dict) else ()
     raise SimRequestError(

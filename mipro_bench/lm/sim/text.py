@@ -131,8 +131,3 @@ def terms(text: str) -> list[str]:
 def label_key(name: str) -> str:
     """Case- and punctuation-insensitive key of a label name, for matching mentions."""
     return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
-
-
-def label_mentions(text: str) -> list[re.Match[str]]:
-    """Every label-like (snake_case) token in the text, in order."""
-    return list(LABEL_TOKEN.finditer(text))
