@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 
 import uvicorn
 
-from mipro_bench.argtypes import OneLineParser, positive_int, whole_number
+from mipro_bench.argtypes import OneLineParser, port_number, positive_int
 from mipro_bench.data import ENV_DATA_DIR, DataError, load_banking77, make_splits
 from mipro_bench.lm.settings import DEFAULT_MODEL, LMConfigError, LMSettings, resolve_lm_settings
 from mipro_bench.options import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE
@@ -39,18 +39,11 @@ class CliError(Exception):
     """A problem the user can fix, reported as one line."""
 
 
-def _port(value: str) -> int:
-    number = whole_number(value, expected="a port number")
-    if not 0 <= number <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {number}")
-    return number
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog=PROG, description="Serve the Banking77 task app (synth-ai LocalAPI "
                      "contract). Clients authenticate with ENVIRONMENT_API_KEY.")
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT,
                         help=f"port (default {DEFAULT_PORT}; 0 = any free port)")
     parser.add_argument("--data-dir", default=None,
                         help=f"Banking77 folder with train.csv, test.csv, categories.json "
