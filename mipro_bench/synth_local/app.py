@@ -357,22 +357,24 @@ def _keys_router() -> APIRouter:
     return router
 
 
+# Client errors raised by the handlers: exception type -> (status, error code).
+_CLIENT_ERRORS: dict[type[Exception], tuple[int, str]] = {
+    AuthError: (401, "unauthorized"),
+    ConfigError: (400, "invalid_config"),
+    EnvKeyError: (400, "invalid_env_key"),
+    NotFound: (404, "not_found"),
+}
+
+
 def _install_errors(app: FastAPI) -> None:
-    @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(401, "unauthorized", str(exc))
+    for exc_type, (status, code) in _CLIENT_ERRORS.items():
 
-    @app.exception_handler(ConfigError)
-    async def _config(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(400, "invalid_config", str(exc))
+        async def _client_error(
+            _: Request, exc: Exception, status: int = status, code: str = code
+        ) -> JSONResponse:
+            return error_json(status, code, str(exc))
 
-    @app.exception_handler(EnvKeyError)
-    async def _envkey(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(400, "invalid_env_key", str(exc))
-
-    @app.exception_handler(NotFound)
-    async def _missing(_: Request, exc: Exception) -> JSONResponse:
-        return error_json(404, "not_found", str(exc))
+        app.add_exception_handler(exc_type, _client_error)
 
     @app.exception_handler(OnlineError)
     async def _online(_: Request, exc: Exception) -> JSONResponse:
