@@ -25,18 +25,19 @@ from typing import Any
 
 import pytest
 
-from mipro_bench.argtypes import usable_results_dir
-from mipro_bench.cli import OneLineParser, non_negative_int, positive_int
-from mipro_bench.floors_policy import FLOOR_MODES
-from mipro_bench.gate import GateError, parse_threshold
-from mipro_bench.matrix import MatrixError
+from mipro_bench.argtypes import OneLineParser, positive_int, usable_results_dir
+from mipro_bench.errors import UserError
+from mipro_bench.gate import parse_threshold
+from mipro_bench.optimizers import registry
+from mipro_bench.optimizers.base import UsageError
 from mipro_bench.options import (
-    DEFAULT_RESULTS_DIR,
-    DEFAULT_TEST_SIZE,
-    DEFAULT_TRAIN_SIZE,
-    DEFAULT_VAL_SIZE,
+    CLI_PREFIX,
+    COMMON,
+    SESSION,
+    add_options,
+    spec_options,
+    to_pytest_args,
 )
-from mipro_bench.selection import SelectionError, choice_from_options
 
 PROG = "run_comparison.py"
 ROOT = Path(__file__).resolve().parent
@@ -48,139 +49,81 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0],
                            epilog="Arguments after `--` are passed to pytest unchanged.")
     # One destination, the last flag wins: `python dev.py bench --dspy-only` runs
-    # `run_comparison.py --all --dspy-only`, which must mean DSPy only.
+    # `run_comparison.py --all --dspy-only`, which must mean that optimizer only.
     which = parser.add_argument_group("which optimizers (the last of these wins)")
-    which.add_argument("--all", dest="optimizer", action="store_const", const=None,
-                       help="both optimizers (the default)")
-    which.add_argument("--synth-only", dest="optimizer", action="store_const",
-                       const="synth_mipro", help="only Synth MIPRO cases")
-    which.add_argument("--dspy-only", dest="optimizer", action="store_const",
-                       const="dspy_miprov2", help="only DSPy MIPROv2 cases")
-
-    data = parser.add_argument_group("data (the same panel for every optimizer)")
-    data.add_argument("--train-size", type=positive_int, default=None,
-                      help=f"training examples, stratified (default {DEFAULT_TRAIN_SIZE})")
-    data.add_argument("--val-size", type=positive_int, default=None,
-                      help=f"validation examples (default {DEFAULT_VAL_SIZE})")
-    data.add_argument("--test-size", type=positive_int, default=None,
-                      help=f"held-out test examples (default {DEFAULT_TEST_SIZE})")
-    data.add_argument("--data-seed", type=non_negative_int, default=None,
-                      help="seed of the train/val/test panel (default 0)")
-    data.add_argument("--data-dir", default=None,
-                      help="Banking77 folder; default $BANKING77_DIR, else the Hugging Face hub")
-
-    lm = parser.add_argument_group("LM (one model for both optimizers)")
-    lm.add_argument("--model", default=None, help="default gpt-4.1-nano")
-    lm.add_argument("--lm", choices=("sim", "openai", "local"), default=None,
-                    help="default sim unless OPENAI_API_KEY or --api-base is set")
-    lm.add_argument("--api-base", default=None, help="any OpenAI-compatible server")
-    lm.add_argument("--synth-backend", choices=("local", "hosted"), default=None,
-                    help="Synth backend: local (offline; default) or hosted (SYNTH_API_KEY)")
-
-    matrix = parser.add_argument_group("matrix (overrides of benchmarks/matrix.toml)")
-    matrix.add_argument("--matrix", default=None, metavar="PATH", help="another matrix file")
-    matrix.add_argument("--modes", default=None, metavar="A,B",
-                        help="e.g. instruction_only (default: the matrix's)")
-    matrix.add_argument("--seeds", default=None, metavar="1,2",
-                        help="optimizer seeds, e.g. 1,2,3 (default: the matrix's)")
-    matrix.add_argument("--trials", type=positive_int, default=None,
-                        help="DSPy MIPROv2 search trials (default: the matrix's)")
-    matrix.add_argument("--rollouts", type=positive_int, default=None,
-                        help="Synth MIPRO rollout budget (default: the matrix's)")
-    matrix.add_argument("--budget", action="append", default=[], metavar="OPT.KEY=N",
-                        help="any budget knob, e.g. dspy_miprov2.num_candidates=6")
-    matrix.add_argument("--floors", choices=FLOOR_MODES, default=None,
-                        help="score floors: auto (enforced where calibrated; default), "
-                             "enforce, off")
-
-    scale = parser.add_argument_group("scaling out")
+    which.add_argument("--all", dest="only", action="store_const", const=None,
+                       help="every registered optimizer (the default)")
+    for spec in registry().values():
+        if spec.only_flag:
+            which.add_argument(f"--{spec.only_flag}", dest="only", action="store_const",
+                               const=spec.name, help=f"only {spec.title} cases")
+    groups: dict[str, Any] = {}
+    for opt in (*COMMON, *SESSION, *spec_options()):
+        group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
+        add_options(group.add_argument, CLI_PREFIX, [opt])
+    for spec in registry().values():
+        for shortcut in spec.cli_shortcuts:
+            groups["matrix"].add_argument(f"--{shortcut.flag}", type=positive_int, default=None,
+                                          metavar="N", dest=f"shortcut_{spec.name}_{shortcut.knob}",
+                                          help=f"{shortcut.help} (default: the matrix's)")
+    scale = groups["scale"]
     scale.add_argument("-n", "--workers", default=None, metavar="N|auto",
                        help="spread cases over N pytest-xdist worker processes")
-    scale.add_argument("--dspy-threads", type=positive_int, default=None,
-                       help="DSPy threads per case (default: the matrix's, 4)")
-    scale.add_argument("--synth-concurrency", type=positive_int, default=None,
-                       help="concurrent rollouts per Synth case (default: the adapter's, 8)")
-
-    out = parser.add_argument_group("results and gating")
-    out.add_argument("--results-dir", default=None,
-                     help=f"records and reports (default {DEFAULT_RESULTS_DIR}/)")
-    out.add_argument("--compare", default=None, metavar="PATH|latest",
-                     help="gate against an earlier comparison JSON")
-    out.add_argument("--compare-fail", action="append", default=[], metavar="METRIC:N[%]",
-                     help="e.g. optimized_test_accuracy:5 (needs --compare)")
-    out.add_argument("--save-baseline", default=None, metavar="PATH",
-                     help="also save this run's comparison JSON as PATH")
-    out.add_argument("-v", "--verbose", action="store_true",
-                     help="pytest's normal output (warnings summary, captured logs)")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="pytest's normal output (warnings summary, captured logs)")
     return parser
 
 
+def _shortcut_budgets(args: argparse.Namespace) -> list[str]:
+    out = []
+    for spec in registry().values():
+        for shortcut in spec.cli_shortcuts:
+            value = getattr(args, f"shortcut_{spec.name}_{shortcut.knob}")
+            if value is not None:
+                out.append(f"{spec.name}.{shortcut.knob}={value}")
+    return out
+
+
 def validate(args: argparse.Namespace) -> None:
-    """Everything checkable before pytest starts; raises ValueError with one line."""
-    budgets = list(args.budget)
-    if args.trials is not None:
-        budgets.append(f"dspy_miprov2.trials={args.trials}")
-    if args.rollouts is not None:
-        budgets.append(f"synth_mipro.rollouts={args.rollouts}")
+    """Everything checkable before pytest starts; raises UserError with one line."""
+    from mipro_bench.plugin import matrix_choice
+
+    args.budget = [*args.budget, *_shortcut_budgets(args)]
+    if args.only is not None:
+        args.optimizers = args.only
     try:
-        choice_from_options(matrix=args.matrix, modes=args.modes, seeds=args.seeds,
-                            budgets=budgets, dspy_threads=args.dspy_threads,
-                            synth_concurrency=args.synth_concurrency, model=args.model).load()
-    except SelectionError as exc:  # name the option as this CLI spells it
-        raise ValueError(str(exc).replace("--mipro-", "--")) from None
+        matrix_choice(lambda dest: getattr(args, dest)).load()
+    except UserError as exc:  # name the option as this CLI spells it
+        raise UsageError(str(exc).replace("--mipro-", "--")) from None
     for expr in args.compare_fail:
         parse_threshold(expr)
     if args.compare_fail and not args.compare:
-        raise ValueError("--compare-fail needs --compare PATH|latest")
+        raise UsageError("--compare-fail needs --compare PATH|latest")
     if args.compare and args.compare != "latest" and not Path(args.compare).is_file():
-        raise ValueError(f"--compare {args.compare}: no such file")
+        raise UsageError(f"--compare {args.compare}: no such file")
     if args.data_dir is not None and not Path(args.data_dir).is_dir():
-        raise ValueError(f"--data-dir {args.data_dir}: no such directory")
-    if args.results_dir is not None:
+        raise UsageError(f"--data-dir {args.data_dir}: no such directory")
+    try:
         usable_results_dir(args.results_dir)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.workers is not None and not (args.workers.isdigit() or
                                          args.workers in ("auto", "logical")):
-        raise ValueError(f"-n/--workers {args.workers!r}: expected a number or 'auto'")
+        raise UsageError(f"-n/--workers {args.workers!r}: expected a number or 'auto'")
 
 
 def pytest_args(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
-    """The `pytest benchmarks/ ...` command line this CLI stands for."""
+    """The `pytest benchmarks/ ...` command line this CLI stands for: every option of the
+    shared table that differs from its default, spelled with the plugin's prefix."""
     out = [str(BENCHMARKS), "-p", "no:cacheprovider", "-W",
            "ignore::pytest.PytestAssertRewriteWarning"]
     if not args.verbose:
         # Quiet, but skip reasons (the "not supported" cases) and failures stay visible.
         out += ["-q", "-rfEs", "--disable-warnings", "--tb=short", "--show-capture=no"]
-    if args.optimizer is not None:
-        out += ["--mipro-optimizers", args.optimizer]
-    for flag, value in (
-        ("--mipro-train-size", args.train_size),
-        ("--mipro-val-size", args.val_size),
-        ("--mipro-test-size", args.test_size),
-        ("--mipro-data-seed", args.data_seed),
-        ("--mipro-data-dir", args.data_dir),
-        ("--mipro-model", args.model),
-        ("--mipro-lm", args.lm),
-        ("--mipro-api-base", args.api_base),
-        ("--mipro-synth-backend", args.synth_backend),
-        ("--mipro-matrix", args.matrix),
-        ("--mipro-modes", args.modes),
-        ("--mipro-seeds", args.seeds),
-        ("--mipro-floors", args.floors),
-        ("--mipro-dspy-threads", args.dspy_threads),
-        ("--mipro-synth-concurrency", args.synth_concurrency),
-        ("--mipro-results-dir", args.results_dir),
-        ("--mipro-compare", args.compare),
-        ("--mipro-save-baseline", args.save_baseline),
-        ("-n", args.workers),
-    ):
-        if value is not None:
-            out += [flag, str(value)]
-    if args.trials is not None:
-        out.append(f"--mipro-budget=dspy_miprov2.trials={args.trials}")
-    if args.rollouts is not None:
-        out.append(f"--mipro-budget=synth_mipro.rollouts={args.rollouts}")
-    out += [f"--mipro-budget={expr}" for expr in args.budget]
-    out += [f"--mipro-compare-fail={expr}" for expr in args.compare_fail]
+    out += to_pytest_args(lambda dest: getattr(args, dest),
+                          (*COMMON, *SESSION, *spec_options()))
+    if args.workers is not None:
+        out += ["-n", str(args.workers)]
     return out + passthrough
 
 
@@ -226,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         try:
             validate(args)
-        except (ValueError, GateError, MatrixError) as exc:
+        except UserError as exc:
             parser.error(str(exc))
     except SystemExit as exc:  # argparse: --help (0) or one line on stderr (2)
         return int(exc.code or 0)

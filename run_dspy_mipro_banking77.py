@@ -24,7 +24,6 @@ from mipro_bench.cli import (
     positive_int,
     run_optimizer,
 )
-from mipro_bench.optimizers.base import Budget
 from mipro_bench.optimizers.dspy_mipro import AUTO_PRESETS, DEFAULT_TRIALS, MODULES, OUTPUT_TYPES
 from mipro_bench.results import MODES
 
@@ -65,15 +64,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.auto is not None and args.num_candidates is not None:
         print(f"{PROG}: error: --num-candidates is set by --auto; drop one", file=sys.stderr)
         return EXIT_USAGE
-    budget = Budget(
-        trials=args.trials if args.auto is None else None,
-        auto=args.auto,
-        num_candidates=args.num_candidates,
-        max_bootstrapped_demos=args.max_demos,
-        max_labeled_demos=args.max_demos,
-    )
-    if budget.trials is None and budget.auto is None:
-        budget = Budget(**{**budget.to_dict(), "trials": DEFAULT_TRIALS})
+    budget = {
+        "trials": args.trials if args.auto is None else None,
+        "auto": args.auto,
+        "num_candidates": args.num_candidates,
+        "max_bootstrapped_demos": args.max_demos,
+        "max_labeled_demos": args.max_demos,
+    }
+    if budget["trials"] is None and budget["auto"] is None:
+        budget["trials"] = DEFAULT_TRIALS
+    budget = {k: v for k, v in budget.items() if v is not None}
     options = {"module": args.module, "output_type": args.output_type,
                "num_threads": args.threads}
     return guarded(

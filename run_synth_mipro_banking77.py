@@ -30,7 +30,6 @@ from mipro_bench.cli import (
     stderr_console,
 )
 from mipro_bench.lm.settings import load_dotenv
-from mipro_bench.optimizers.base import Budget
 from mipro_bench.optimizers.synth_mipro import DEFAULT_ROLLOUTS
 
 PROG = "run_synth_mipro_banking77.py"
@@ -75,8 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         stderr_console().print(
             f"Synth: local Synth-compatible backend {where} ({why}); the record says "
             "backend=local", highlight=False, soft_wrap=True)
-    budget = Budget(rollouts=args.rollouts, num_candidates=args.num_candidates,
-                    minibatch_size=args.minibatch_size)
+    budget = {k: v for k, v in {"rollouts": args.rollouts, "num_candidates": args.num_candidates,
+                                "minibatch_size": args.minibatch_size}.items() if v is not None}
     options = {
         "backend": "hosted" if hosted else "local",
         "backend_url": args.backend_url,

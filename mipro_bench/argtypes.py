@@ -12,11 +12,18 @@ import os
 from pathlib import Path
 from typing import NoReturn
 
-EXIT_USAGE = 2
+from mipro_bench.errors import EXIT_USAGE
+
+__all__ = ["EXIT_USAGE", "OneLineParser"]
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but a bad option is one line on stderr (no usage dump), exit 2."""
+    """argparse, but a bad option is one line on stderr (no usage dump), exit 2, and no
+    abbreviations (`--seed 3` must never be taken as `--seeds 3`)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

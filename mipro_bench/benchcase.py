@@ -1,8 +1,8 @@
 """One matrix case as a pytest test: its parameters, its run, its floors, its record.
 
-Each optimizer's benchmark file is then a few lines (parametrize over
-`case_params("<optimizer>")`, call the `bench_case` fixture), so the Synth and
-DSPy cases cannot drift apart in how they run, skip, assert or report.
+The plugin parametrizes every test that asks for `case` with the session's
+matrix (`pytest_generate_tests`), so one benchmark function serves every
+optimizer and cases cannot drift apart in how they run, skip, assert or report.
 """
 
 from __future__ import annotations
@@ -14,44 +14,24 @@ from typing import Any
 import pytest
 
 from mipro_bench.data import Splits
+from mipro_bench.harness import Harness
 from mipro_bench.lm.endpoint import LMEndpoint
-from mipro_bench.matrix import Case, Matrix, MatrixError, load_matrix
-from mipro_bench.optimizers import UnknownOptimizer, create_optimizer
+from mipro_bench.matrix import Case, Matrix
+from mipro_bench.optimizers import create_optimizer
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.results import RunRecord
 from mipro_bench.runner import run_case
-from mipro_bench.selection import active_matrix
 
 USER_PROPERTY = "mipro_record"  # request.node.user_properties entry holding record.to_dict()
 RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
 
 
-def case_params(optimizer: str, matrix: Matrix | str | Path | None = None) -> list[Any]:
-    """pytest.param per matrix case of `optimizer`, id like
-    `dspy_miprov2-instruction_only-gpt-4.1-nano-seed1` (unsupported ones included: they
-    skip with their reason when run). A broken matrix stops the session with one line.
-
-    Without `matrix`, the session's matrix: benchmarks/matrix.toml with the session's
-    --mipro-matrix/--mipro-seeds/--mipro-budget... overrides (mipro_bench.selection)."""
-    try:
-        if matrix is None:
-            matrix = active_matrix()
-        elif not isinstance(matrix, Matrix):
-            matrix = load_matrix(matrix)
-        cases = matrix.for_optimizer(optimizer)
-    except (MatrixError, UnknownOptimizer) as exc:
-        pytest.exit(f"mipro-bench: {exc}", returncode=4)
-    params = []
-    for case in cases:
-        marks = [pytest.mark.benchmark_case]
-        params.append(pytest.param(case, id=case.id, marks=marks))
-    if not params:
-        # A matrix without this optimizer: one placeholder the plugin deselects (rather
-        # than pytest's "got empty parameter set" skip, which would read as a lost case).
-        params.append(pytest.param(None, id=f"no-{optimizer}-in-matrix", marks=[
-            pytest.mark.benchmark_case, pytest.mark.skip(reason=f"no {optimizer} case in "
-                                                                "the matrix")]))
-    return params
+def case_params(matrix: Matrix, optimizers: tuple[str, ...] | None = None) -> list[Any]:
+    """pytest.param per matrix case, id like `dspy_miprov2-instruction_only-gpt-4.1-nano-seed1`
+    (unsupported ones included: they skip with their reason when run); only the selected
+    optimizers' cases when `optimizers` is given."""
+    return [pytest.param(case, id=case.id, marks=[pytest.mark.benchmark_case])
+            for case in matrix.cases if optimizers is None or case.optimizer in optimizers]
 
 
 def run_bench_case(
@@ -64,6 +44,8 @@ def run_bench_case(
     workdir: Path,
     session: Any | None = None,
     progress: Callable[[str], None] | None = None,
+    harness: Harness | None = None,
+    session_options: dict[str, Any] | None = None,
 ) -> RunRecord:
     """Run `case` (or skip it with its reason), attach the record, assert its floors."""
     if case.unsupported:
@@ -76,12 +58,13 @@ def run_bench_case(
     if case.model != endpoint.settings.model:
         pytest.skip(f"model {case.model} not selected (this session runs "
                     f"{endpoint.settings.model}; see --mipro-model)")
-    optimizer = create_optimizer(case.optimizer, **case.options)
+    options = {**case.options, **(session_options or {})}
+    optimizer = create_optimizer(case.optimizer, **options)
     scope = f"{case.slug}-{case.mode}-s{case.seed}-{_short(item.nodeid)}"
     request = OptimizeRequest(
         splits=splits, lm=endpoint, mode=case.mode, budget=case.budget,  # type: ignore[arg-type]
         seed=case.seed, workdir=workdir, scope=scope, progress=progress,
-        options=dict(case.options),
+        options=options, harness=harness,
     )
     record, path = run_case(optimizer, request, results_dir=results_dir)
     item.user_properties.append((USER_PROPERTY, record.to_dict()))

@@ -23,25 +23,23 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from mipro_bench.argtypes import EXIT_USAGE, non_negative_int, positive_int, usable_results_dir
-from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
-from mipro_bench.data import DataError, Splits, load_banking77, make_splits
-from mipro_bench.lm.knobs import KnobsError
-from mipro_bench.lm.settings import (
-    DEFAULT_MODEL,
-    LMConfigError,
-    LMSettings,
-    load_dotenv,
-    resolve_lm_settings,
+from mipro_bench.argtypes import (  # noqa: F401  (the scripts import these from here)
+    EXIT_USAGE,
+    non_negative_int,
+    positive_int,
+    usable_results_dir,
 )
-from mipro_bench.matrix import MatrixError
-from mipro_bench.optimizers import UnknownOptimizer, create_optimizer, get_spec
-from mipro_bench.optimizers.base import Budget, NotSupported, OptimizeRequest, UsageError
+from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
+from mipro_bench.data import Splits, load_banking77, make_splits
+from mipro_bench.errors import UserError
+from mipro_bench.harness import Harness
+from mipro_bench.lm.run_lm import resolve, run_lm
+from mipro_bench.optimizers import get_spec
+from mipro_bench.optimizers.base import NotSupported, OptimizeRequest
 from mipro_bench.options import (
-    DEFAULT_RESULTS_DIR,
-    DEFAULT_TEST_SIZE,
-    DEFAULT_TRAIN_SIZE,
-    DEFAULT_VAL_SIZE,
+    CLI_PREFIX,
+    COMMON,
+    add_options,
 )
 from mipro_bench.results import MODES, PHASES, RunRecord
 from mipro_bench.runner import gateway_usage_reader, run_case
@@ -49,42 +47,18 @@ from mipro_bench.runner import gateway_usage_reader, run_case
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 
-# Errors that mean "the command or its configuration cannot work": one line, exit 2.
-USAGE_ERRORS: tuple[type[BaseException], ...] = (
-    UsageError, DataError, LMConfigError, MatrixError, NotSupported, UnknownOptimizer, KnobsError,
-)
-
-
-class CLIError(Exception):
+class CLIError(UserError):
     """A usage or setup problem found by the CLI itself (one line, exit 2)."""
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every seed CLI shares, with the benchmark's defaults."""
-    data = parser.add_argument_group("data")
-    data.add_argument("--train-size", type=positive_int, default=DEFAULT_TRAIN_SIZE,
-                      help=f"training examples, stratified (default {DEFAULT_TRAIN_SIZE})")
-    data.add_argument("--val-size", type=positive_int, default=DEFAULT_VAL_SIZE,
-                      help=f"validation examples, disjoint from train (default {DEFAULT_VAL_SIZE})")
-    data.add_argument("--test-size", type=positive_int, default=DEFAULT_TEST_SIZE,
-                      help="held-out test examples the suite scores both prompts on "
-                           f"(default {DEFAULT_TEST_SIZE})")
-    data.add_argument("--data-seed", type=non_negative_int, default=0,
-                      help="seed of the train/val/test panel (default 0)")
-    data.add_argument("--data-dir", default=None,
-                      help="Banking77 folder (train.csv, test.csv, categories.json); "
-                           "default $BANKING77_DIR, else the Hugging Face hub")
-    run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=non_negative_int, default=1,
-                     help="optimizer seed (default 1, as in benchmarks/matrix.toml)")
-    run.add_argument("--lm", choices=("sim", "openai", "local"), default=None,
-                     help="LM backend; default sim unless OPENAI_API_KEY or --api-base is set")
-    run.add_argument("--api-base", default=None,
-                     help="any OpenAI-compatible server (vLLM, llama.cpp, Ollama)")
-    run.add_argument("--model", default=DEFAULT_MODEL,
-                     help=f"model for every phase and optimizer (default {DEFAULT_MODEL})")
-    run.add_argument("--results-dir", type=Path, default=DEFAULT_RESULTS_DIR,
-                     help=f"where result records go (default {DEFAULT_RESULTS_DIR}/)")
+    """The options every entry point shares (`mipro_bench.options.COMMON`), plus the seed."""
+    groups: dict[str, Any] = {}
+    for opt in COMMON:
+        group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
+        add_options(group.add_argument, CLI_PREFIX, [opt])
+    groups["lm"].add_argument("--seed", type=non_negative_int, default=1,
+                              help="optimizer seed (default 1, as in benchmarks/matrix.toml)")
 
 
 def load_splits(args: argparse.Namespace) -> Splits:
@@ -95,28 +69,6 @@ def load_splits(args: argparse.Namespace) -> Splits:
         test_size=args.test_size,
         seed=args.data_seed,
     )
-
-
-def resolve_lm(args: argparse.Namespace) -> tuple[LMSettings, str]:
-    load_dotenv()  # a key in ./.env counts as set (fills only missing variables)
-    return resolve_lm_settings(lm=args.lm, api_base=args.api_base, model=args.model)
-
-
-@contextlib.contextmanager
-def lm_gateway(settings: LMSettings) -> Iterator[Any]:
-    """The run's LM gateway (simulated or forwarding) on a free local port."""
-    from mipro_bench.lm.gateway import ServerStartError, start_gateway
-    from mipro_bench.lm.sim_responder import PolicyUnavailable
-
-    try:
-        gateway = start_gateway(settings)
-        handle = gateway.__enter__()
-    except (ServerStartError, PolicyUnavailable) as exc:
-        raise CLIError(f"the LM gateway could not start: {exc}") from None
-    try:
-        yield handle
-    finally:
-        gateway.__exit__(None, None, None)
 
 
 def new_scope(slug: str, mode: str, seed: int) -> str:
@@ -196,19 +148,24 @@ def run_optimizer(
     args: argparse.Namespace,
     *,
     mode: str,
-    budget: Budget,
+    budget: dict[str, Any],
     options: dict[str, Any] | None = None,
     out: Console | None = None,
 ) -> int:
-    """Everything a seed CLI does after parsing: data, gateway, one case, record, table."""
+    """Everything a seed CLI does after parsing: data, LM, harness, one case, record, table.
+
+    The same pieces as `pytest benchmarks/` (the LM started by `run_lm`, so `--lm local`
+    works here too; the session harness; the runner), for one case."""
     if mode not in MODES:
         raise CLIError(f"--mode must be one of {', '.join(MODES)}")
     spec = get_spec(optimizer_name)
     reason = spec.unsupported_reason(mode)
     if reason:
         raise NotSupported(reason)
-    optimizer = create_optimizer(optimizer_name, **(options or {}))
-    settings, lm_line = resolve_lm(args)  # cheap checks first: no data is read for a bad LM
+    parsed_budget = spec.parse_budget(budget).for_mode(mode)
+    optimizer = spec.create(options or {})
+    # cheap checks first: no data is read for a bad LM
+    settings, lm_line = resolve(args.lm, args.api_base, args.model)
     try:
         usable_results_dir(args.results_dir)
     except ValueError as exc:
@@ -220,14 +177,16 @@ def run_optimizer(
         f"data: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)} "
         f"(seed {splits.seed}, {splits.source})", highlight=False,
     )
-    with lm_gateway(settings) as gateway, tempfile.TemporaryDirectory(
-        prefix="mipro-bench-"
-    ) as workdir, progress_line(err, f"{optimizer_name} {mode}") as say:
+    with run_lm(settings, say=lambda line: err.print(line, highlight=False)) as gateway, \
+            Harness(splits) as harness, tempfile.TemporaryDirectory(
+                prefix="mipro-bench-") as workdir, \
+            progress_line(err, f"{optimizer_name} {mode}") as say:
         scope = new_scope(spec.slug, mode, args.seed)
         request = OptimizeRequest(
-            splits=splits, lm=gateway.endpoint, mode=mode, budget=budget, seed=args.seed,
-            workdir=Path(workdir), scope=scope, progress=say, options=dict(options or {}),
-            usage=gateway_usage_reader(gateway, scope),
+            splits=splits, lm=gateway.endpoint, mode=mode, budget=parsed_budget,
+            seed=args.seed, workdir=Path(workdir), scope=scope, progress=say,
+            options=dict(options or {}), usage=gateway_usage_reader(gateway, scope),
+            harness=harness,
         )
         record, path = run_case(optimizer, request, results_dir=args.results_dir)
     (out or stdout_console()).print(summary_table([(record, path)]))
@@ -242,7 +201,7 @@ def guarded(main: Callable[[], int], prog: str) -> int:
     """Run a CLI body: usage/config errors become one line and exit 2, never a traceback."""
     try:
         return main()
-    except (CLIError, *USAGE_ERRORS) as exc:
+    except UserError as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -19,13 +19,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mipro_bench.errors import UserError
+
 ENV_DATA_DIR = "BANKING77_DIR"
 HF_DATASET = "PolyAI/banking77"
 REQUIRED_FILES = ("train.csv", "test.csv", "categories.json")
 REQUIRED_COLUMNS = ("text", "category")
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data problem the user can fix; its message is one line naming file and problem."""
 
 

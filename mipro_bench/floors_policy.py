@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from mipro_bench.matrix import Calibration, Case
+from mipro_bench.optimizers import get_spec
 from mipro_bench.results import RunRecord
-from mipro_bench.selection import CONCURRENCY_OPTIONS
 
 FloorMode = Literal["auto", "enforce", "off"]
 FLOOR_MODES: tuple[FloorMode, ...] = ("auto", "enforce", "off")
@@ -54,7 +54,8 @@ def uncalibrated_reason(case: Case, record: RunRecord, calibration: Calibration 
     if ran != want:
         return (f"panel train {cfg.train_size}, val {cfg.val_size}, test {cfg.test_size}, "
                 f"data seed {cfg.data_seed}; floors are calibrated for {calibration.describe()}")
-    neutral = {f"options.{case.optimizer}.{k}" for k in CONCURRENCY_OPTIONS.get(case.optimizer, ())}
+    neutral = {f"options.{case.optimizer}.{k}"
+               for k in get_spec(case.optimizer).concurrency_options}
     changed = sorted(
         key for key in overridden
         if key.startswith((f"budget.{case.optimizer}.", f"options.{case.optimizer}."))

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.errors import UserError
 from mipro_bench.results import RecordError, RunRecord
 
 # metric -> (how to read it from a record, higher is better?, scale to points)
@@ -29,7 +30,7 @@ METRICS: dict[str, tuple[str, bool]] = {
 _EXPR = re.compile(r"^(?P<metric>[a-z_]+):(?P<amount>\d+(\.\d+)?)(?P<pct>%?)$")
 
 
-class GateError(ValueError):
+class GateError(UserError, ValueError):
     """A gate that cannot be applied (bad expression, missing or incomparable baseline)."""
 
 

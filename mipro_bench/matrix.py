@@ -12,12 +12,14 @@ from __future__ import annotations
 import copy
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.errors import UserError
 from mipro_bench.optimizers import UnknownOptimizer, get_spec
-from mipro_bench.optimizers.base import Budget
+from mipro_bench.optimizers.base import UsageError
+from mipro_bench.optimizers.typed_config import BudgetBase
 from mipro_bench.results import MODES, RunRecord
 
 DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "benchmarks" / "matrix.toml"
@@ -25,7 +27,7 @@ LM_KINDS = ("sim", "real")
 FLOOR_SELECTORS = ("optimizer", "mode", "model", "lm")
 
 
-class MatrixError(ValueError):
+class MatrixError(UserError, ValueError):
     """A matrix file that cannot be used; the message is one line naming file and problem."""
 
 
@@ -75,7 +77,7 @@ class Case:
     mode: str
     model: str
     seed: int
-    budget: Budget
+    budget: BudgetBase
     options: dict[str, Any] = field(default_factory=dict)
     floors_by_lm: dict[str, Floors] = field(default_factory=dict)
     unsupported: str | None = None  # why this optimizer cannot run this mode
@@ -216,8 +218,7 @@ def _expand(data: dict[str, Any]) -> tuple[Case, ...]:
         if mode not in MODES:
             raise MatrixError(f"[matrix] unknown mode {mode!r}; expected {', '.join(MODES)}")
     budgets = {name: _budget(data, name) for name in optimizers}
-    options = {name: dict(_table(data.get("options", {}), name, required=False))
-               for name in optimizers}
+    options = {name: _options(data, name) for name in optimizers}
     rules = _floor_rules(data.get("floors", []))
     cases = []
     for name in optimizers:
@@ -232,7 +233,7 @@ def _expand(data: dict[str, Any]) -> tuple[Case, ...]:
                             mode=mode,
                             model=model,
                             seed=seed,
-                            budget=budget_for_mode(budgets[name], mode),
+                            budget=budgets[name].for_mode(mode),
                             options=options[name],
                             floors_by_lm={lm: _floors_for(rules, {**where, "lm": lm})
                                           for lm in LM_KINDS},
@@ -261,33 +262,25 @@ def _str_list(table: dict[str, Any], key: str) -> list[str]:
     return value
 
 
-def budget_for_mode(budget: Budget, mode: str) -> Budget:
-    """Instruction-only runs use no demos whatever the table says; the record says so too."""
-    if mode != "instruction_only":
-        return budget
-    return replace(
-        budget,
-        max_bootstrapped_demos=None if budget.max_bootstrapped_demos is None else 0,
-        max_labeled_demos=None if budget.max_labeled_demos is None else 0,
-    )
-
-
-def _budget(data: dict[str, Any], optimizer: str) -> Budget:
+def _budget(data: dict[str, Any], optimizer: str) -> BudgetBase:
     table = _table(data.get("budget", {}), optimizer, required=False)
     if not table:
         raise MatrixError(f"[budget.{optimizer}] missing: every optimizer needs a budget")
-    known = {f.name: f for f in fields(Budget)}
-    unknown = sorted(set(table) - set(known))
-    if unknown:
-        raise MatrixError(
-            f"[budget.{optimizer}] unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}"
-        )
-    for key, value in table.items():
-        ok = isinstance(value, str) if key == "auto" else (
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0)
-        if not ok:
-            raise MatrixError(f"[budget.{optimizer}] {key} = {value!r} is not valid")
-    return Budget(**table)
+    try:
+        return get_spec(optimizer).parse_budget(table)
+    except UsageError as exc:
+        raise MatrixError(str(exc)) from None
+
+
+def _options(data: dict[str, Any], optimizer: str) -> dict[str, Any]:
+    """The adapter options table, checked against the optimizer's typed options now (a
+    typo fails at collection, not after a baseline evaluation)."""
+    table = dict(_table(data.get("options", {}), optimizer, required=False))
+    try:
+        get_spec(optimizer).parse_options(table)
+    except UsageError as exc:
+        raise MatrixError(str(exc)) from None
+    return table
 
 
 @dataclass(frozen=True)

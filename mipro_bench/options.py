@@ -1,28 +1,179 @@
-"""The suite's run options, shared by the pytest plugin and the CLIs.
+"""Every run option, declared once, for the pytest plugin and the three CLIs.
 
-One dataclass carries what a run was asked for, so the seed CLIs (which
-translate their earlier flags into these) and `pytest benchmarks/` mean the
-same thing by every option.
+As pytest-benchmark's `add_*_options(addoption, prefix)` serve both its plugin
+and its own CLI, `add_options(add, prefix, OPTIONS)` registers each option here
+with pytest (`--mipro-train-size`) or argparse (`--train-size`): same name
+after the prefix, same type, same default, same help. `BenchOptions` reads
+them back from either front-end, and `to_pytest_args` turns CLI values into
+the plugin's flags by walking the same table, so no flag is translated by hand.
+Per-optimizer flags (concurrency knobs, session options such as the Synth
+backend) come from the optimizers' specs, so no optimizer is named here.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.argtypes import non_negative_int, positive_int
 from mipro_bench.data import ENV_DATA_DIR
+from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.lm.settings import DEFAULT_MODEL
 
 DEFAULT_TRAIN_SIZE = 100
 DEFAULT_VAL_SIZE = 50
 DEFAULT_TEST_SIZE = 308  # 4 per intent: a stratified, paired panel
 DEFAULT_RESULTS_DIR = Path("results")
+PLUGIN_PREFIX = "--mipro-"
+CLI_PREFIX = "--"
+LM_CHOICES = ("sim", "openai", "local")
+
+
+@dataclass(frozen=True)
+class Opt:
+    """One option: `name` follows the prefix (`train-size`); dest is name with underscores."""
+
+    name: str
+    help: str
+    group: str
+    type: Callable[[str], Any] | None = None
+    default: Any = None
+    choices: tuple[str, ...] | None = None
+    action: str | None = None  # "append" | "store_true" | None
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.name.replace("-", "_")
+
+    def kwargs(self, prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {"help": self.help, "default": self.default}
+        if prefix == PLUGIN_PREFIX:
+            out["dest"] = "mipro_" + self.dest
+        if self.action is not None:
+            out["action"] = self.action
+        if self.action != "store_true":
+            if self.type is not None:
+                out["type"] = self.type
+            if self.choices is not None:
+                out["choices"] = self.choices
+            if self.metavar is not None:
+                out["metavar"] = self.metavar
+            elif self.type in (positive_int, non_negative_int):
+                out["metavar"] = "N"
+        if self.action == "append":
+            out["default"] = []
+        return out
+
+
+def _data_dir_help() -> str:
+    return (f"Banking77 folder (train.csv, test.csv, categories.json); default ${ENV_DATA_DIR}, "
+            "else ../shared/banking77 beside the project when present, else the Hugging Face hub")
+
+
+# Options every entry point has: the panel, the LM, where results go.
+COMMON: tuple[Opt, ...] = (
+    Opt("data-dir", _data_dir_help(), "data", metavar="DIR"),
+    Opt("train-size", "training examples, stratified by intent", "data", positive_int,
+        DEFAULT_TRAIN_SIZE),
+    Opt("val-size", "validation examples, stratified, disjoint from train", "data",
+        positive_int, DEFAULT_VAL_SIZE),
+    Opt("test-size", "held-out test examples the suite scores every prompt on", "data",
+        positive_int, DEFAULT_TEST_SIZE),
+    Opt("data-seed", "seed of the train/val/test panel (separate from optimizer seeds)", "data",
+        non_negative_int, 0),
+    Opt("lm", "LM backend; default sim unless OPENAI_API_KEY or --api-base is set", "lm",
+        choices=LM_CHOICES),
+    Opt("api-base", "any OpenAI-compatible server (vLLM, llama.cpp, Ollama)", "lm",
+        metavar="URL"),
+    Opt("model", f"model for every phase and optimizer (default {DEFAULT_MODEL}; with --lm "
+        "local the served model's name is recorded)", "lm", default=DEFAULT_MODEL),
+    Opt("results-dir", f"where records and reports go (default {DEFAULT_RESULTS_DIR}/)",
+        "output", Path, DEFAULT_RESULTS_DIR, metavar="DIR"),
+)
+
+# Options of a whole comparison (the plugin and run_comparison.py): the matrix and the gate.
+SESSION: tuple[Opt, ...] = (
+    Opt("matrix", "the benchmark matrix (default benchmarks/matrix.toml)", "matrix",
+        metavar="PATH"),
+    Opt("optimizers", "run only these optimizers' cases, e.g. dspy_miprov2", "matrix",
+        metavar="A,B"),
+    Opt("modes", "override the matrix's modes, e.g. instruction_only", "matrix", metavar="A,B"),
+    Opt("seeds", "override the matrix's optimizer seeds, e.g. 1,2,3", "matrix", metavar="1,2"),
+    Opt("budget", "override one budget knob, e.g. dspy_miprov2.trials=4; repeatable", "matrix",
+        action="append", metavar="OPT.KEY=N"),
+    Opt("option", "override one adapter option, e.g. dspy_miprov2.module=cot; repeatable",
+        "matrix", action="append", metavar="OPT.KEY=VALUE"),
+    Opt("concurrency", "concurrent LM calls per case for every optimizer (speed only)",
+        "scale", positive_int, metavar="N"),
+    Opt("floors", "score floors: auto (enforced on the panel they were calibrated on, "
+        "reported elsewhere; default), enforce, off", "matrix", default="auto",
+        choices=FLOOR_MODES),
+    Opt("compare", "gate against an earlier comparison JSON (or the newest in results/)",
+        "gate", metavar="PATH|latest"),
+    Opt("compare-fail", "fail when METRIC drops by more than N points (or N%%), e.g. "
+        "optimized_test_accuracy:5; repeatable", "gate", action="append",
+        metavar="METRIC:N[%]"),
+    Opt("save-baseline", "also save this run's comparison JSON as PATH", "gate",
+        metavar="PATH"),
+)
+
+
+def spec_options() -> tuple[Opt, ...]:
+    """Flags the optimizers declare: each one's concurrency knob and session option."""
+    from mipro_bench.optimizers import registry
+
+    out: list[Opt] = []
+    for spec in registry().values():
+        if spec.concurrency_flag:
+            out.append(Opt(spec.concurrency_flag,
+                           f"{spec.title}: concurrent LM calls per case (speed only)",
+                           "scale", positive_int, metavar="N"))
+        if spec.session_option:
+            _key, flag, text, choices = spec.session_option
+            out.append(Opt(flag, text, "lm", default=choices[0], choices=choices))
+    return tuple(out)
+
+
+def add_options(add: Callable[..., Any], prefix: str, options: Iterable[Opt]) -> None:
+    """Register `options` through `add` (pytest's group.addoption or argparse's
+    add_argument) under `prefix`."""
+    for opt in options:
+        add(prefix + opt.name, **opt.kwargs(prefix))
+
+
+def to_pytest_args(values: Callable[[str], Any], options: Iterable[Opt]) -> list[str]:
+    """The plugin flags for the CLI values that differ from the defaults."""
+    out: list[str] = []
+    for opt in options:
+        value = values(opt.dest)
+        if opt.action == "append":
+            out += [f"{PLUGIN_PREFIX}{opt.name}={v}" for v in value or ()]
+        elif opt.action == "store_true":
+            if value:
+                out.append(PLUGIN_PREFIX + opt.name)
+        elif value is not None and value != opt.default:
+            out += [PLUGIN_PREFIX + opt.name, str(value)]
+    return out
+
+
+def default_data_dir(project_root: Path | None = None) -> Path | None:
+    """$BANKING77_DIR, else ../shared/banking77 beside the project when it is there."""
+    value = os.environ.get(ENV_DATA_DIR)
+    if value:
+        return Path(value).expanduser()
+    root = project_root or Path(__file__).resolve().parent.parent
+    beside = root.parent / "shared" / "banking77"
+    return beside if (beside / "train.csv").is_file() else None
 
 
 @dataclass(frozen=True)
 class BenchOptions:
+    """What a run was asked for, read from either front-end through the same names."""
+
     data_dir: Path | None = None
     train_size: int = DEFAULT_TRAIN_SIZE
     val_size: int = DEFAULT_VAL_SIZE
@@ -32,49 +183,42 @@ class BenchOptions:
     api_base: str | None = None
     model: str = DEFAULT_MODEL
     results_dir: Path = DEFAULT_RESULTS_DIR
-    # Which Synth backend the Synth path talks to: "local" (offline, in-process) or
-    # "hosted" (Synth's API; the task app is then exposed through a Cloudflare tunnel).
-    synth_backend: str = "local"
+    # Session options the optimizers declared ({option key: value} per optimizer).
+    optimizer_session_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_values(cls, get: Callable[[str], Any]) -> BenchOptions:
+        """Read from `get(dest)`: argparse's getattr(args, dest) or pytest's getoption."""
+        from mipro_bench.optimizers import registry
+
+        data_dir = get("data_dir")
+        session_options: dict[str, dict[str, Any]] = {}
+        for spec in registry().values():
+            if spec.session_option:
+                key, flag, _text, _choices = spec.session_option
+                session_options[spec.name] = {key: get(flag.replace("-", "_"))}
+        return cls(
+            data_dir=Path(data_dir) if data_dir else default_data_dir(),
+            train_size=get("train_size"),
+            val_size=get("val_size"),
+            test_size=get("test_size"),
+            data_seed=get("data_seed"),
+            lm=get("lm"),
+            api_base=get("api_base"),
+            model=get("model"),
+            results_dir=Path(get("results_dir")),
+            optimizer_session_options=session_options,
+        )
 
     @classmethod
     def from_pytest(cls, config: Any) -> BenchOptions:
-        opt = config.getoption
-        data_dir = opt("mipro_data_dir") or os.environ.get(ENV_DATA_DIR)
-        return cls(
-            data_dir=Path(data_dir) if data_dir else None,
-            train_size=opt("mipro_train_size"),
-            val_size=opt("mipro_val_size"),
-            test_size=opt("mipro_test_size"),
-            data_seed=opt("mipro_data_seed"),
-            lm=opt("mipro_lm"),
-            api_base=opt("mipro_api_base"),
-            model=opt("mipro_model"),
-            results_dir=Path(opt("mipro_results_dir")),
-            synth_backend=opt("mipro_synth_backend", "local"),
-        )
+        return cls.from_values(lambda dest: config.getoption("mipro_" + dest, None))
 
 
-def add_pytest_options(parser: Any) -> None:
-    """Register the --mipro-* options (called from the plugin's pytest_addoption)."""
-    group = parser.getgroup("mipro-bench", "mipro-bench: prompt-optimizer benchmarks")
-    group.addoption("--mipro-data-dir", default=None,
-                    help=f"Banking77 directory (train.csv, test.csv, categories.json); "
-                         f"default ${ENV_DATA_DIR}, else the Hugging Face hub")
-    group.addoption("--mipro-train-size", type=int, default=DEFAULT_TRAIN_SIZE,
-                    help="training examples (stratified by intent)")
-    group.addoption("--mipro-val-size", type=int, default=DEFAULT_VAL_SIZE,
-                    help="validation examples (stratified, disjoint from train)")
-    group.addoption("--mipro-test-size", type=int, default=DEFAULT_TEST_SIZE,
-                    help="held-out test examples scored by the suite itself")
-    group.addoption("--mipro-data-seed", type=int, default=0,
-                    help="seed of the data splits (the panel), separate from optimizer seeds")
-    group.addoption("--mipro-lm", choices=("sim", "openai", "local"), default=None,
-                    help="LM backend; default sim unless OPENAI_API_KEY or --mipro-api-base")
-    group.addoption("--mipro-api-base", default=None,
-                    help="any OpenAI-compatible server (vLLM, llama.cpp, Ollama)")
-    group.addoption("--mipro-model", default=DEFAULT_MODEL, help="model for both optimizers")
-    group.addoption("--mipro-results-dir", default=str(DEFAULT_RESULTS_DIR),
-                    help="where result records and reports are written")
-    group.addoption("--mipro-synth-backend", choices=("local", "hosted"), default="local",
-                    help="Synth backend: local (offline, in-process; default) or hosted "
-                         "(Synth's API, needs SYNTH_API_KEY; the task app is tunnelled)")
+def session_values(get: Callable[[str], Any]) -> dict[str, Any]:
+    """The matrix and gate options' values by dest (both front-ends)."""
+    return {opt.dest: get(opt.dest) for opt in (*SESSION, *spec_options())}
+
+
+def names_of(options: Sequence[Opt]) -> list[str]:
+    return [opt.name for opt in options]

@@ -1,8 +1,11 @@
 """The pytest plugin (entry point `pytest11: mipro_bench`): options and hook wiring only.
 
-State, reports, floors and gating live in `mipro_bench.session`, the session's
-choice of cases in `mipro_bench.selection`; this module only connects them to
-pytest's and xdist's hooks.
+Options come from the one declaration in `mipro_bench.options` (the CLIs
+register the same table); fixtures from `mipro_bench.fixtures` (shipped in
+the package, so no top-level `fixtures` package is installed); state, reports,
+floors and gating live in `mipro_bench.session`; the session's choice of cases
+in `mipro_bench.selection`, kept on the config and turned into parameters in
+`pytest_generate_tests`.
 """
 
 from __future__ import annotations
@@ -12,69 +15,37 @@ from typing import Any
 
 import pytest
 
-from mipro_bench.floors_policy import FLOOR_MODES
-from mipro_bench.gate import GateError
-from mipro_bench.matrix import MatrixError
-from mipro_bench.options import add_pytest_options
-from mipro_bench.selection import (
-    MatrixChoice,
-    SelectionError,
-    activate,
-    active_choice,
-    active_matrix,
-    choice_from_options,
-    deactivate,
+from mipro_bench.benchcase import case_params
+from mipro_bench.errors import UserError
+from mipro_bench.lm.run_lm import served_local_model
+from mipro_bench.matrix import Matrix
+from mipro_bench.options import (
+    COMMON,
+    PLUGIN_PREFIX,
+    SESSION,
+    add_options,
+    session_values,
+    spec_options,
 )
+from mipro_bench.selection import MatrixChoice, choice_from_options, parse_optimizers
 from mipro_bench.session import WORKER_KEY, MiproSession, payload_from_workeroutput
 
+pytest_plugins = [
+    "mipro_bench.fixtures.data",
+    "mipro_bench.fixtures.lm",
+    "mipro_bench.fixtures.servers",
+    "mipro_bench.fixtures.cases",
+]
+
 SESSION_KEY = pytest.StashKey[MiproSession]()
-_ACTIVATED = pytest.StashKey[bool]()  # this config pushed a matrix choice (pop it at the end)
+CHOICE_KEY = pytest.StashKey[MatrixChoice]()
+MATRIX_KEY = pytest.StashKey[Matrix]()
 PERF_MARKER = "perf"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    add_pytest_options(parser)
-    group = parser.getgroup("mipro-bench")
-    group.addoption(
-        "--mipro-compare",
-        metavar="PATH|latest",
-        default=None,
-        help="compare this run with an earlier comparison JSON (or the newest in results/)",
-    )
-    group.addoption(
-        "--mipro-compare-fail",
-        metavar="METRIC:N[%]",
-        action="append",
-        default=[],
-        help="fail when METRIC drops by more than N points (or N%%), e.g. "
-        "optimized_test_accuracy:5; may be given several times",
-    )
-    group.addoption(
-        "--mipro-save-baseline",
-        metavar="PATH",
-        default=None,
-        help="also save this run's comparison JSON as PATH (to accept it as the new baseline)",
-    )
-    # -- which cases, and how big: overrides of benchmarks/matrix.toml ------------------------
-    group.addoption("--mipro-matrix", metavar="PATH", default=None,
-                    help="the benchmark matrix (default benchmarks/matrix.toml)")
-    group.addoption("--mipro-optimizers", metavar="A,B", default=None,
-                    help="run only these optimizers' cases, e.g. dspy_miprov2")
-    group.addoption("--mipro-modes", metavar="A,B", default=None,
-                    help="override the matrix's modes, e.g. instruction_only")
-    group.addoption("--mipro-seeds", metavar="1,2", default=None,
-                    help="override the matrix's optimizer seeds, e.g. 1,2,3")
-    group.addoption("--mipro-budget", metavar="OPT.KEY=N", action="append", default=[],
-                    help="override one budget knob, e.g. dspy_miprov2.trials=4 or "
-                         "synth_mipro.rollouts=100; may be given several times")
-    group.addoption("--mipro-dspy-threads", metavar="N", type=int, default=None,
-                    help="DSPy threads per case (concurrent LM calls in search and evaluation)")
-    group.addoption("--mipro-synth-concurrency", metavar="N", type=int, default=None,
-                    help="concurrent task-app rollouts per case on the Synth path "
-                         "(optimization and evaluation)")
-    group.addoption("--mipro-floors", choices=FLOOR_MODES, default="auto",
-                    help="score floors: auto (enforced on the panel they were calibrated on, "
-                         "reported elsewhere; default), enforce, off")
+    group = parser.getgroup("mipro-bench", "mipro-bench: prompt-optimizer benchmarks")
+    add_options(group.addoption, PLUGIN_PREFIX, (*COMMON, *SESSION, *spec_options()))
     group.addoption("--mipro-perf", action="store_true", default=False,
                     help="also run the performance benchmarks (benchmarks/perf), which "
                          "`pytest benchmarks/` leaves out unless named")
@@ -97,17 +68,18 @@ class _XdistController:
             self.session.merge_worker_payload(payload)
 
 
-def _matrix_choice(config: pytest.Config) -> MatrixChoice:
-    opt = config.getoption
+def matrix_choice(get: Any) -> MatrixChoice:
+    """The session's matrix choice from the option values (`get(dest)`)."""
+    from mipro_bench.optimizers import registry
+
+    values = session_values(get)
+    per_optimizer = {spec.name: values.get(spec.concurrency_flag.replace("-", "_"))
+                     for spec in registry().values() if spec.concurrency_flag}
     return choice_from_options(
-        matrix=opt("mipro_matrix"),
-        optimizers=opt("mipro_optimizers"),
-        modes=opt("mipro_modes"),
-        seeds=opt("mipro_seeds"),
-        budgets=opt("mipro_budget"),
-        dspy_threads=opt("mipro_dspy_threads"),
-        synth_concurrency=opt("mipro_synth_concurrency"),
-        model=opt("mipro_model"),
+        matrix=values["matrix"], optimizers=values["optimizers"], modes=values["modes"],
+        seeds=values["seeds"], budgets=values["budget"] or (), options=values["option"] or (),
+        concurrency=values["concurrency"], per_optimizer_concurrency=per_optimizer,
+        model=served_local_model(get("lm"), get("api_base"), get("model")),
     )
 
 
@@ -115,29 +87,48 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{PERF_MARKER}: a performance benchmark; `pytest benchmarks/` deselects it "
                    "unless its path is named or --mipro-perf is given")
+    opt = config.getoption
     try:
         session = MiproSession.from_options(
-            results_dir=Path(config.getoption("mipro_results_dir")),
-            compare=config.getoption("mipro_compare"),
-            compare_fail=config.getoption("mipro_compare_fail"),
-            save_baseline=config.getoption("mipro_save_baseline"),
-            floors=config.getoption("mipro_floors"),
+            results_dir=Path(opt("mipro_results_dir")),
+            compare=opt("mipro_compare"),
+            compare_fail=opt("mipro_compare_fail"),
+            save_baseline=opt("mipro_save_baseline"),
+            floors=opt("mipro_floors"),
         )
-        choice = _matrix_choice(config)
-        activate(choice)
-        config.stash[_ACTIVATED] = True
+        choice = matrix_choice(lambda dest: opt("mipro_" + dest))
         if choice.path is not None or choice.overrides:
-            active_matrix()  # what the user typed is checked now, not as a collection error
-    except (GateError, SelectionError, MatrixError) as exc:
+            config.stash[MATRIX_KEY] = choice.load()  # what the user typed is checked now
+    except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
+    config.stash[CHOICE_KEY] = choice
     config.stash[SESSION_KEY] = session
     if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
         config.pluginmanager.register(_XdistController(session), "mipro_bench_xdist")
 
 
-def pytest_unconfigure(config: pytest.Config) -> None:
-    if config.stash.get(_ACTIVATED, False):
-        deactivate()  # an enclosing session (pytester, pytest.main in a test) gets its own back
+def session_matrix(config: pytest.Config) -> Matrix:
+    """The session's matrix, loaded once (on first collection of a benchmark case)."""
+    if MATRIX_KEY not in config.stash:
+        try:
+            config.stash[MATRIX_KEY] = config.stash[CHOICE_KEY].load()
+        except UserError as exc:
+            pytest.exit(f"mipro-bench: {exc}", returncode=4)
+    config.stash[SESSION_KEY].matrix = config.stash[MATRIX_KEY]
+    return config.stash[MATRIX_KEY]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test asking for `case` gets one parameter per case of the session's matrix."""
+    if "case" not in metafunc.fixturenames:
+        return
+    config = metafunc.config
+    choice = config.stash[CHOICE_KEY]
+    params = case_params(session_matrix(config), choice.optimizers)
+    if not params:  # e.g. --mipro-optimizers naming one the matrix does not list
+        params = [pytest.param(None, id="no-case-selected", marks=[pytest.mark.skip(
+            reason="no matrix case is selected (see --mipro-optimizers/--mipro-modes)")])]
+    metafunc.parametrize("case", params)
 
 
 @pytest.fixture(scope="session")
@@ -163,19 +154,14 @@ def _perf_asked(config: pytest.Config, item: pytest.Item) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Deselect perf benchmarks nobody asked for, cases of optimizers not selected, and the
-    placeholder of an optimizer the matrix does not list (benchcase.case_params)."""
-    from mipro_bench.matrix import Case
-
-    choice = active_choice()
+    """Deselect perf benchmarks nobody asked for and the placeholder of an empty selection."""
     keep, drop = [], []
     for item in items:
-        case = getattr(getattr(item, "callspec", None), "params", {}).get("case")
+        params = getattr(getattr(item, "callspec", None), "params", {})
         unasked_perf = (item.get_closest_marker(PERF_MARKER) is not None
                         and not _perf_asked(config, item))
-        unselected = (isinstance(case, Case) and not choice.selects(case.optimizer)) or (
-            case is None and item.get_closest_marker("benchmark_case") is not None)
-        (drop if unasked_perf or unselected else keep).append(item)
+        placeholder = "case" in params and params["case"] is None
+        (drop if unasked_perf or placeholder else keep).append(item)
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep
@@ -208,3 +194,6 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
     terminalreporter.section("mipro-bench comparison")
     for line in lines:
         terminalreporter.write_line(line)
+
+
+__all__ = ["SESSION_KEY", "matrix_choice", "parse_optimizers", "session_matrix"]

@@ -48,6 +48,9 @@ class ItemResult:
 class Demo:
     query: str
     intent: str
+    # A ChainOfThought demo's rationale, so a program rebuilt from the record formats its
+    # demos exactly as the compiled one did (None for Predict demos; left out of the JSON).
+    reasoning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,10 @@ class RunRecord:
         out = asdict(self)
         out["results"]["improvement"] = self.results.improvement
         out["case_id"] = self.case_id
+        if out.get("optimized_prompt"):
+            for demo in out["optimized_prompt"]["demos"]:
+                if demo.get("reasoning") is None:
+                    demo.pop("reasoning", None)
         # Keep the JSON's reading order: identity first, then what was measured.
         order = ["schema_version", "case_id", "optimizer", "status", "error", "backend"]
         return {**{k: out[k] for k in order}, **{k: v for k, v in out.items() if k not in order}}

@@ -11,6 +11,7 @@ leaves a `failed` record with the error and whatever it finished.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import time
 import traceback
@@ -19,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.data import Split
+from mipro_bench.executors import EvaluationFailed, get_executor
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
     NotSupported,
@@ -33,6 +36,7 @@ from mipro_bench.results import (
     DataInfo,
     ItemResult,
     LMInfo,
+    OptimizedPrompt,
     PhaseUsage,
     RunRecord,
     Scores,
@@ -44,6 +48,9 @@ from mipro_bench.results import (
 )
 
 log = logging.getLogger(__name__)
+
+# More than this share of an evaluation's items failing in the LM fails the evaluation.
+MAX_ITEM_ERROR_RATE = 0.1
 
 
 @dataclass
@@ -62,23 +69,46 @@ def gateway_usage_reader(gateway: Any, scope: str) -> UsageReader:
     return lambda: gateway.usage(scope).get(scope, {})
 
 
+def allowed_item_errors(n_items: int, rate: float = MAX_ITEM_ERROR_RATE) -> int:
+    """How many items of an evaluation may fail in the LM before it is an outage."""
+    return math.floor(rate * n_items)
+
+
+def score(prompt: OptimizedPrompt, split: Split, request: OptimizeRequest, phase: str, *,
+          executor: str, options: Mapping[str, Any] | None = None,
+          max_item_error_rate: float = MAX_ITEM_ERROR_RATE) -> tuple[ItemResult, ...]:
+    """`prompt` scored on `split` by `executor`, with the suite's one item-error policy:
+    more than `max_item_error_rate` of the items failing in the LM fails the evaluation
+    (an outage, not a score); fewer are scored wrong and keep their error."""
+    allowed = allowed_item_errors(len(split), max_item_error_rate)
+    items = get_executor(executor).evaluate(prompt, split, request, phase,
+                                            max_errors=allowed, options=options)
+    errors = [item for item in items if item.error]
+    if len(errors) > allowed:
+        raise EvaluationFailed(
+            f"{phase}: {len(errors)}/{len(items)} items failed in the LM "
+            f"(more than {max_item_error_rate:.0%}); first: {errors[0].error}")
+    return items
+
+
 def run_case(
     optimizer: Optimizer,
     request: OptimizeRequest,
     *,
     results_dir: Path,
     usage: UsageReader | None = None,
+    max_item_error_rate: float = MAX_ITEM_ERROR_RATE,
 ) -> tuple[RunRecord, Path]:
     """Run one case and write its record atomically; returns (record, path).
 
-    Configuration problems found before any LM call (`check`, unsupported mode)
-    raise; everything after that ends in a written record, `failed` or not.
+    Both test evaluations run in the optimizer's native executor. Configuration
+    problems found before any LM call (`check`, unsupported mode) raise; everything
+    after that ends in a written record, `failed` or not.
     """
-    if request.mode not in optimizer.supported_modes:
-        raise NotSupported(f"{optimizer.name} does not support mode {request.mode!r}")
-    check = getattr(optimizer, "check", None)
-    if callable(check):
-        check(request)  # UsageError before any LM call or file
+    spec = optimizer.spec
+    if not spec.supports(request.mode):
+        raise NotSupported(spec.unsupported_reason(request.mode) or request.mode)
+    optimizer.check(request)  # UsageError before any LM call or file
     usage = usage or request.read_usage
     started_at = now_iso()
     t0 = time.perf_counter()
@@ -86,14 +116,20 @@ def run_case(
     error: str | None = None
     interrupted: BaseException | None = None
     splits = request.splits
+
+    def evaluate(prompt: OptimizedPrompt, phase: str) -> tuple[ItemResult, ...]:
+        return score(prompt, splits.test, request, phase, executor=spec.native_executor,
+                     options=optimizer.executor_options(),
+                     max_item_error_rate=max_item_error_rate)
+
     try:
-        done.baseline = _timed(done, "baseline_eval", lambda: optimizer.evaluate(
-            BASELINE_PROMPT, splits.test, request, "baseline_eval"))
+        done.baseline = _timed(done, "baseline_eval",
+                               lambda: evaluate(BASELINE_PROMPT, "baseline_eval"))
         request.say(f"baseline test accuracy {accuracy(done.baseline):.3f}")
         done.outcome = _timed(done, "optimize", lambda: optimizer.optimize(request))
         outcome = done.outcome
-        done.optimized = _timed(done, "test_eval", lambda: optimizer.evaluate(
-            outcome.prompt, splits.test, request, "test_eval"))
+        done.optimized = _timed(done, "test_eval",
+                                lambda: evaluate(outcome.prompt, "test_eval"))
         request.say(f"optimized test accuracy {accuracy(done.optimized):.3f}")
         done.phase = None
     except Exception as exc:
@@ -105,7 +141,7 @@ def run_case(
     elapsed = time.perf_counter() - t0
 
     usage_by_phase, usage_error = _read_usage(usage)
-    path = result_path(Path(results_dir), optimizer.slug)
+    path = result_path(Path(results_dir), spec.slug)
     artifacts = _keep_artifacts(done.outcome, path)
     record = _record(optimizer, request, done, started_at, elapsed, error,
                      usage_by_phase, usage_error, artifacts)
@@ -184,11 +220,12 @@ def _record(
         details["artifacts"] = artifacts
     if error is not None:
         details["failed_phase"] = done.phase
+    details["executor"] = optimizer.spec.native_executor
     if usage_error is not None:
         details["usage_error"] = usage_error
     evals = [done.seconds[p] for p in ("baseline_eval", "test_eval") if p in done.seconds]
     return RunRecord(
-        optimizer=optimizer.name,
+        optimizer=optimizer.spec.name,
         status="failed" if error is not None else "succeeded",
         error=error,
         backend=outcome.backend if outcome else None,

@@ -6,33 +6,25 @@ rollout concurrency). Overrides become dotted TOML keys merged into the file bef
 it is validated (`load_matrix(..., overrides=...)`), so an override gets the same
 checks and messages as the file itself.
 
-The benchmark modules call `benchcase.case_params` at import, during collection,
-where no pytest config is at hand. The plugin therefore records the session's
-choice here in `pytest_configure` (every xdist worker does the same from the same
-options, so all of them collect the same cases) and `active_matrix()` loads it on
-first use, so a pytest run that collects no benchmark never reads the matrix.
+The plugin builds the session's choice in `pytest_configure` (every xdist worker
+does the same from the same options, so all of them collect the same cases),
+keeps it on the config, and parametrizes benchmark cases from it in
+`pytest_generate_tests`; nothing is kept in module globals.
 """
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.errors import UserError
 from mipro_bench.matrix import Matrix, load_matrix
-from mipro_bench.optimizers import UnknownOptimizer, get_spec
+from mipro_bench.optimizers import UnknownOptimizer, get_spec, registry
 from mipro_bench.results import MODES
 
-# Adapter options that only change how fast a case runs, never what it computes (the
-# simulated LM is deterministic per request, and both adapters keep item order).
-CONCURRENCY_OPTIONS = {
-    "dspy_miprov2": ("num_threads",),
-    "synth_mipro": ("max_concurrent", "eval_concurrency"),
-}
 
-
-class SelectionError(ValueError):
+class SelectionError(UserError, ValueError):
     """A matrix option that cannot be used; the message is one line naming the option."""
 
 
@@ -96,20 +88,35 @@ def parse_modes(text: str, option: str = "--mipro-modes") -> list[str]:
     return modes
 
 
-def parse_budget(expr: str, option: str = "--mipro-budget") -> tuple[str, Any]:
-    """`dspy_miprov2.trials=2` -> ("budget.dspy_miprov2.trials", 2)."""
+def _scalar(raw: str) -> Any:
+    """A typed value as TOML would read it: integers, floats, booleans, else the string."""
+    if raw.isdigit():
+        return int(raw)
+    if raw in ("true", "false"):
+        return raw == "true"
+    try:
+        return float(raw)
+    except ValueError:
+        return raw
+
+
+def parse_override(expr: str, table: str, option: str) -> tuple[str, Any]:
+    """`dspy_miprov2.trials=2` -> ("<table>.dspy_miprov2.trials", 2)."""
     key, sep, raw = expr.partition("=")
     optimizer, dot, knob = key.strip().partition(".")
     raw = raw.strip()
     if not sep or not dot or not optimizer or not knob or not raw:
         raise SelectionError(f"{option} {expr!r}: expected OPTIMIZER.KEY=VALUE, "
-                             "e.g. dspy_miprov2.trials=2 or synth_mipro.rollouts=40")
+                             "e.g. dspy_miprov2.trials=2")
     try:
         get_spec(optimizer)
     except UnknownOptimizer as exc:
         raise SelectionError(f"{option} {expr!r}: {exc}") from None
-    value: Any = int(raw) if raw.isdigit() else raw
-    return f"budget.{optimizer}.{knob}", value
+    return f"{table}.{optimizer}.{knob}", _scalar(raw)
+
+
+def parse_budget(expr: str, option: str = "--mipro-budget") -> tuple[str, Any]:
+    return parse_override(expr, "budget", option)
 
 
 def _positive(value: int | None, option: str) -> int | None:
@@ -125,8 +132,9 @@ def choice_from_options(
     modes: str | None = None,
     seeds: str | None = None,
     budgets: list[str] | tuple[str, ...] = (),
-    dspy_threads: int | None = None,
-    synth_concurrency: int | None = None,
+    options: list[str] | tuple[str, ...] = (),
+    concurrency: int | None = None,
+    per_optimizer_concurrency: dict[str, int | None] | None = None,
     model: str | None = None,
 ) -> MatrixChoice:
     """Turn the --mipro-* matrix options (strings as typed) into a MatrixChoice.
@@ -146,57 +154,19 @@ def choice_from_options(
     for expr in budgets:
         key, value = parse_budget(expr)
         overrides[key] = value
-    for optimizer, value in (
-        ("dspy_miprov2", _positive(dspy_threads, "--mipro-dspy-threads")),
-        ("synth_mipro", _positive(synth_concurrency, "--mipro-synth-concurrency")),
-    ):
+    for expr in options:
+        key, value = parse_override(expr, "options", "--mipro-option")
+        overrides[key] = value
+    for spec in registry().values():
+        value = (per_optimizer_concurrency or {}).get(spec.name)
+        value = _positive(value if value is not None else concurrency,
+                          f"--mipro-{spec.concurrency_flag or 'concurrency'}")
         if value is not None:
-            for knob in CONCURRENCY_OPTIONS[optimizer]:
-                overrides[f"options.{optimizer}.{knob}"] = value
+            for knob in spec.concurrency_options:
+                overrides[f"options.{spec.name}.{knob}"] = value
     return MatrixChoice(
         path=path,
         overrides=overrides,
         optimizers=parse_optimizers(optimizers) if optimizers is not None else None,
         model=model,
     )
-
-
-# --- the session's choice, for collection -------------------------------------------------
-# A stack, not one slot: a pytest session run inside another (pytester, `pytest.main` from
-# run_comparison.py in a test) pushes its choice and pops it at unconfigure, so the outer
-# session's matrix is back when it continues.
-
-_lock = threading.Lock()
-_stack: list[tuple[MatrixChoice, list[Matrix]]] = []
-
-
-def activate(choice: MatrixChoice) -> None:
-    """Make `choice` the matrix `active_matrix()` returns (the plugin, in pytest_configure)."""
-    with _lock:
-        _stack.append((choice, []))
-
-
-def deactivate() -> None:
-    """Undo the latest `activate` (the plugin, in pytest_unconfigure)."""
-    with _lock:
-        if _stack:
-            _stack.pop()
-
-
-def active_choice() -> MatrixChoice:
-    with _lock:
-        return _stack[-1][0] if _stack else MatrixChoice()
-
-
-def active_matrix() -> Matrix:
-    """The session's matrix (loaded once); the default matrix outside a configured session.
-
-    Raises MatrixError (one line) for a matrix that cannot be used.
-    """
-    with _lock:
-        if not _stack:
-            return MatrixChoice().load()
-        choice, loaded = _stack[-1]
-        if not loaded:
-            loaded.append(choice.load())
-        return loaded[0]

@@ -53,6 +53,7 @@ class MiproSession:
     regressions: list[Regression] = field(default_factory=list)
     gate_error: str | None = None
     table: str | None = None
+    matrix: Matrix | None = None  # the session's matrix (the plugin sets it at collection)
 
     @classmethod
     def from_options(
@@ -96,9 +97,9 @@ class MiproSession:
         """The floor problems that fail this case; the rest are kept as notes for the
         summary (see mipro_bench.floors_policy for when floors are enforced)."""
         if matrix is None:
-            from mipro_bench.selection import active_matrix
+            from mipro_bench.matrix import load_matrix
 
-            matrix = active_matrix()
+            matrix = self.matrix if self.matrix is not None else load_matrix()
         verdict = judge(self.floors, case, record, problems, matrix.calibration,
                         matrix.overridden)
         if verdict.note is not None:

@@ -14,10 +14,12 @@ import threading
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from mipro_bench.errors import UserError
+
 ERROR_STATUSES = (429, 500, 502, 503)
 
 
-class KnobsError(ValueError):
+class KnobsError(UserError, ValueError):
     """A knob value that makes no sense (answered 400 over HTTP)."""
 
 

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
@@ -47,9 +47,15 @@ class LocalLlamaServer:
     model_path: Path
     pid: int
 
+    @property
+    def model_name(self) -> str:
+        """The name the server answers to (its model alias: the GGUF file's stem)."""
+        return served_model_name(self.model_path)
+
     def settings(self, base: LMSettings) -> LMSettings:
-        """The run's LM settings pointed at this server (the gateway forwards here)."""
-        return base.with_base_url(self.base_url)
+        """The run's LM settings pointed at this server (the gateway forwards here), under
+        the served model's name, so a record never claims a model it did not run."""
+        return replace(base.with_base_url(self.base_url), model=self.model_name)
 
 
 def llama_cpp_available() -> bool:
@@ -88,10 +94,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+def served_model_name(model_path: Path) -> str:
+    return Path(model_path).name.removesuffix(".gguf")
+
+
 def server_command(model_path: Path, *, host: str, port: int, n_ctx: int = 4096,
                    n_threads: int = 2, python: str = sys.executable) -> list[str]:
     return [python, "-m", "llama_cpp.server", "--model", str(model_path), "--host", host,
-            "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads)]
+            "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(n_threads),
+            "--model_alias", served_model_name(model_path)]
 
 
 @contextlib.contextmanager

@@ -15,13 +15,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
+from mipro_bench.errors import UserError
+
 Backend = Literal["sim", "openai", "local", "compatible"]
 BACKENDS: tuple[Backend, ...] = ("sim", "openai", "local", "compatible")
 DEFAULT_MODEL = "gpt-4.1-nano"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 
-class LMConfigError(ValueError):
+class LMConfigError(UserError, ValueError):
     """An LM choice that cannot work (e.g. --lm openai without a key)."""
 
 

@@ -1,9 +1,11 @@
-"""The one small protocol every optimizer adapter implements.
+"""The one small protocol every optimizer adapter implements, and what it is handed.
 
-An adapter optimizes and evaluates prompts in its own format (a DSPy program
-runs through DSPy, a Synth instruction through the task app); the runner owns
-everything else (baseline and test evaluation order, usage, the record), so
-a third optimizer is one new file.
+An adapter only optimizes: it gets an `OptimizeRequest` (panel, LM endpoint,
+mode, its own typed budget, seed, scope, the session's harness) and returns an
+`OptimizeOutcome` (the prompt value, its own best score, trajectory). Scoring
+prompts is the executors' job and everything else (phase order, usage, the
+record, the item-error policy) is the runner's, so a third optimizer is one new
+module with its `OptimizerSpec`.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from mipro_bench.data import Split, Splits
+from mipro_bench.data import Splits
+from mipro_bench.errors import UserError
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.prompt import BASELINE_INSTRUCTION
-from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, PhaseUsage, TrajectoryPoint
+from mipro_bench.results import Mode, OptimizedPrompt, PhaseUsage, TrajectoryPoint
+
+if TYPE_CHECKING:
+    from mipro_bench.harness import Harness
+    from mipro_bench.optimizers.spec import OptimizerSpec
 
 BASELINE_PROMPT = OptimizedPrompt(instruction=BASELINE_INSTRUCTION, demos=())
 
@@ -25,11 +32,11 @@ Progress = Callable[[str], None]
 UsageReader = Callable[[], Mapping[str, PhaseUsage]]
 
 
-class NotSupported(Exception):
+class NotSupported(UserError):
     """This optimizer cannot run this configuration (e.g. Synth MIPRO few-shot)."""
 
 
-class UsageError(ValueError):
+class UsageError(UserError, ValueError):
     """A budget or option combination that cannot run (CLIs: one line, exit 2).
 
     Raised before any LM call, e.g. DSPy's `--trials` together with `--auto`.
@@ -37,33 +44,11 @@ class UsageError(ValueError):
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How much an optimizer may spend. Each adapter reads the knobs it has.
-
-    trials/auto/num_candidates are DSPy MIPROv2's; rollouts is Synth MIPRO's.
-    The benchmark matrix picks them so both sides get comparable LM calls.
-    """
-
-    trials: int | None = None
-    auto: str | None = None
-    num_candidates: int | None = None
-    rollouts: int | None = None
-    minibatch_size: int | None = None
-    # Few-shot demo knobs (DSPy's defaults are 4 and 4 when unset); None keeps them out of
-    # budgets they do not apply to, e.g. Synth's in the comparison table.
-    max_bootstrapped_demos: int | None = None
-    max_labeled_demos: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if v is not None}
-
-
-@dataclass(frozen=True)
 class OptimizeRequest:
     splits: Splits
     lm: LMEndpoint
     mode: Mode
-    budget: Budget
+    budget: Any  # the optimizer's own frozen budget type (its spec's budget_type)
     seed: int
     workdir: Path
     # The gateway path segment this case's LM calls are counted under; unique per case so
@@ -74,6 +59,9 @@ class OptimizeRequest:
     # This case's usage so far (the gateway's count, complete whatever the client): the
     # runner's usage block and an adapter's score-vs-calls trajectory both read it.
     usage: UsageReader | None = None
+    # The session's shared servers (task app, interceptor, an optimizer's backend); None
+    # outside a session, in which case each use starts and stops a private one.
+    harness: Harness | None = None
 
     def lm_base_url(self, phase: str) -> str:
         return self.lm.base_url(self.scope, phase)
@@ -103,17 +91,17 @@ class OptimizeOutcome:
 
 
 class Optimizer(Protocol):
-    name: ClassVar[str]  # record name, e.g. "dspy_miprov2"
-    slug: ClassVar[str]  # result file slug, e.g. "dspy_mipro"
-    supported_modes: ClassVar[frozenset[Mode]]
+    """An adapter: optimizes a prompt. Scoring prompts is the executors' job."""
 
-    # Optional: `check(self, request) -> None` raising UsageError (or NotSupported) for a
-    # request that cannot run; the runner calls it before any LM call or file.
+    spec: ClassVar[OptimizerSpec]  # everything the suite knows about it (name, modes, ...)
+
+    def check(self, request: OptimizeRequest) -> None:
+        """Raise UsageError (or NotSupported) for a request that cannot run; called by the
+        runner before any LM call or file."""
+        ...
 
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome: ...
 
-    def evaluate(
-        self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest, phase: str
-    ) -> tuple[ItemResult, ...]:
-        """Score `prompt` on every item of `split` in this optimizer's own format."""
+    def executor_options(self) -> Mapping[str, Any]:
+        """Options of this optimizer's native executor (e.g. DSPy's module and threads)."""
         ...

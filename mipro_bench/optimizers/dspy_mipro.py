@@ -15,35 +15,34 @@ What the earlier benchmark got wrong and this adapter pins down:
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from mipro_bench.data import Example, Split
+from mipro_bench.data import Example
+from mipro_bench.executors.base import EvaluationFailed
+from mipro_bench.executors.dspy_program import (
+    MODULES,
+    OUTPUT_TYPES,
+    build_program,
+    dspy_lm,
+    prompt_of,
+    quiet_output,
+)
 from mipro_bench.labels import map_to_label
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
-    Budget,
     OptimizeOutcome,
     OptimizeRequest,
     UsageError,
     UsageReader,
 )
-from mipro_bench.prompt import BASELINE_INSTRUCTION
-from mipro_bench.results import (
-    MODES,
-    Demo,
-    ItemResult,
-    Mode,
-    OptimizedPrompt,
-    TrajectoryPoint,
-)
+from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
+from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase, check_at_least
+from mipro_bench.results import MODES, Mode, TrajectoryPoint
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +53,55 @@ DEFAULT_MINIBATCH_SIZE = 35  # MIPROv2.compile's default
 # below it a minibatch saves little and the periodic full evaluations cost more.
 MIN_MINIBATCH_VALSET = 50
 MIN_CANDIDATES = 3  # fewer and DSPy builds only the zero-shot demo set: one instruction
-MODULES = ("predict", "cot")
-OUTPUT_TYPES = ("str", "literal")
 PROGRAM_FILE = "dspy_program.json"
+__all__ = ["MODULES", "OUTPUT_TYPES", "SPEC", "DSPyMIPROv2", "MiproBudget", "MiproOptions",
+           "build_program", "prompt_of"]
 
 
-class EvaluationFailed(RuntimeError):
-    """Too many items of one evaluation failed in the LM (the run is failed, not scored)."""
+@dataclass(frozen=True)
+class MiproBudget(BudgetBase):
+    """What MIPROv2 may spend: explicit search trials (or a preset) and demo knobs."""
+
+    trials: int | None = None
+    auto: str | None = None
+    num_candidates: int | None = None
+    minibatch_size: int | None = None
+    # Few-shot demo knobs (DSPy's defaults are 4 and 4 when unset).
+    max_bootstrapped_demos: int | None = None
+    max_labeled_demos: int | None = None
+
+    def for_mode(self, mode: str) -> MiproBudget:
+        """Instruction-only runs use no demos whatever the table says; the record says so."""
+        if mode != "instruction_only":
+            return self
+        return self.replace(
+            max_bootstrapped_demos=None if self.max_bootstrapped_demos is None else 0,
+            max_labeled_demos=None if self.max_labeled_demos is None else 0,
+        )
+
+
+@dataclass(frozen=True)
+class MiproOptions(OptionsBase):
+    """How MIPROv2 runs; `module`/`output_type` are also the program format it scores in."""
+
+    module: Literal["predict", "cot"] = "predict"
+    output_type: Literal["str", "literal"] = "str"
+    num_threads: int = 4
+    prompt_model: str | None = None
+    fewshot_aware_proposer: bool | None = None
+    minibatch_full_eval_steps: int = 5
+    num_retries: int = 2
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        if self.module not in MODULES:
+            raise UsageError(f"module must be one of {', '.join(MODULES)}, got {self.module!r}")
+        if self.output_type not in OUTPUT_TYPES:
+            raise UsageError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, "
+                             f"got {self.output_type!r}")
+        check_at_least("num_threads", self.num_threads, 1)
+        check_at_least("minibatch_full_eval_steps", self.minibatch_full_eval_steps, 1)
+        check_at_least("num_retries", self.num_retries, 0)
 
 
 @dataclass(frozen=True)
@@ -126,7 +167,7 @@ def _demo_knob(value: int | None) -> int:
 
 
 def plan_mipro(
-    budget: Budget,
+    budget: MiproBudget,
     mode: Mode,
     *,
     val_size: int,
@@ -192,61 +233,7 @@ def plan_mipro(
     )
 
 
-# --- the DSPy program -------------------------------------------------------------------
-
-
-def build_signature(
-    labels: tuple[str, ...], instruction: str = BASELINE_INSTRUCTION, output_type: str = "str"
-) -> Any:
-    """`query -> intent` over the intents, with the baseline instruction.
-
-    By default the output is a plain string listing the intents in its description, so the
-    parsing is ours: `map_to_label` (the task app's rule) accepts "Card Arrival" where a
-    `Literal` output would make DSPy reject it. `output_type="literal"` gives the typed
-    Literal signature of DSPy's own classification tutorial instead.
-    """
-    import dspy
-
-    if output_type == "literal":
-        intent_type: Any = Literal[tuple(labels)]  # type: ignore[valid-type]
-        desc = "the customer's intent"
-    else:
-        intent_type = str
-        desc = "exactly one of these intents, spelled as listed: " + ", ".join(labels)
-    fields = {
-        "query": (str, dspy.InputField(desc="the customer's message to the bank")),
-        "intent": (intent_type, dspy.OutputField(desc=desc)),
-    }
-    return dspy.make_signature(fields, instruction, signature_name="Banking77Intent")
-
-
-def build_program(
-    labels: tuple[str, ...], prompt: OptimizedPrompt, module: str, output_type: str = "str"
-) -> Any:
-    """A fresh program carrying `prompt`'s instruction and demos (no LM attached)."""
-    import dspy
-
-    signature = build_signature(labels, prompt.instruction, output_type)
-    program = dspy.ChainOfThought(signature) if module == "cot" else dspy.Predict(signature)
-    if prompt.demos:
-        demos = [
-            dspy.Example(query=d.query, intent=d.intent).with_inputs("query") for d in prompt.demos
-        ]
-        for predictor in program.predictors():
-            predictor.demos = list(demos)
-    return program
-
-
-def prompt_of(program: Any) -> OptimizedPrompt:
-    """The instruction and demos a (compiled) program carries, in the record's terms."""
-    predictor = program.predictors()[0]
-    demos = []
-    for demo in predictor.demos or ():
-        get = demo.get if hasattr(demo, "get") else (lambda k, d=demo: getattr(d, k, None))
-        query, intent = get("query"), get("intent")
-        if query is not None and intent is not None:
-            demos.append(Demo(query=str(query), intent=str(intent)))
-    return OptimizedPrompt(instruction=predictor.signature.instructions, demos=tuple(demos))
+# --- the DSPy program (built by the DSPy-program executor) -----------------------------
 
 
 def to_dspy_examples(examples: tuple[Example, ...]) -> list[Any]:
@@ -385,21 +372,6 @@ def _mipro_class() -> type:
 # --- the adapter ---------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _quiet(log_path: Path | None) -> Iterator[None]:
-    """Send DSPy's prints and tqdm bars to a log file in the workdir, not the user's terminal."""
-    if log_path is None:
-        yield
-        return
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        log_path.open("a", encoding="utf-8") as fh,
-        contextlib.redirect_stdout(fh),
-        contextlib.redirect_stderr(fh),
-    ):
-        yield
-
-
 def _trial_summary(trial_logs: Mapping[int, Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The JSON-safe part of DSPy's trial logs (indices and scores, no program objects)."""
     rows = []
@@ -427,61 +399,23 @@ def count_search_trials(trial_logs: Mapping[int, Mapping[str, Any]]) -> int:
     return sum(1 for entry in trial_logs.values() if any(k.endswith(picked) for k in entry))
 
 
+
 class DSPyMIPROv2:
     """DSPy's MIPROv2 on a `query -> intent` program whose instructions are the baseline."""
 
-    name: ClassVar[str] = "dspy_miprov2"
-    slug: ClassVar[str] = "dspy_mipro"
-    supported_modes: ClassVar[frozenset[Mode]] = frozenset(MODES)
+    spec: ClassVar[OptimizerSpec]
 
-    def __init__(
-        self,
-        *,
-        module: Literal["predict", "cot"] = "predict",
-        output_type: Literal["str", "literal"] = "str",
-        num_threads: int = 4,
-        prompt_model: str | None = None,
-        fewshot_aware_proposer: bool | None = None,
-        minibatch_full_eval_steps: int = 5,
-        max_item_error_rate: float = 0.1,
-        num_retries: int = 2,
-        quiet: bool = True,
-    ) -> None:
-        if module not in MODULES:
-            raise UsageError(f"module must be one of {', '.join(MODULES)}, got {module!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise UsageError(
-                f"output_type must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}"
-            )
-        if num_threads < 1:
-            raise UsageError(f"num_threads must be at least 1, got {num_threads}")
-        self.module = module
-        self.output_type = output_type
-        self.num_threads = num_threads
-        self.prompt_model = prompt_model
-        self.fewshot_aware_proposer = fewshot_aware_proposer
-        self.minibatch_full_eval_steps = minibatch_full_eval_steps
-        self.max_item_error_rate = max_item_error_rate
-        self.num_retries = num_retries
-        self.quiet = quiet
-        # The compiled program of each optimized prompt, so `evaluate` runs exactly what
-        # MIPROv2 returned (not a rebuild from the record's text).
-        self._programs: dict[OptimizedPrompt, Any] = {}
+    def __init__(self, options: MiproOptions | None = None, /, **kwargs: Any) -> None:
+        self.options = options if options is not None else MiproOptions.parse(
+            kwargs, where="dspy_miprov2 options")
 
-    # -- LMs --
-
-    def _lm(self, request: OptimizeRequest, phase: str, model: str | None = None) -> Any:
-        from mipro_bench.lm.dspy_lm import make_dspy_lm
-
-        kwargs: dict[str, Any] = {"num_retries": self.num_retries}
-        if model is not None:
-            kwargs["model"] = model if "/" in model else f"openai/{model}"
-        return make_dspy_lm(request.lm, request.scope, phase, **kwargs)
+    def executor_options(self) -> dict[str, Any]:
+        o = self.options
+        return {"module": o.module, "output_type": o.output_type, "num_threads": o.num_threads,
+                "num_retries": o.num_retries, "quiet": o.quiet}
 
     def _log_path(self, request: OptimizeRequest, name: str) -> Path | None:
-        return request.workdir / name if self.quiet else None
-
-    # -- Optimizer protocol --
+        return request.workdir / name if self.options.quiet else None
 
     def plan(self, request: OptimizeRequest) -> MiproPlan:
         return plan_mipro(
@@ -489,8 +423,8 @@ class DSPyMIPROv2:
             request.mode,
             val_size=len(request.splits.val),
             seed=request.seed,
-            fewshot_aware_proposer=self.fewshot_aware_proposer,
-            minibatch_full_eval_steps=self.minibatch_full_eval_steps,
+            fewshot_aware_proposer=self.options.fewshot_aware_proposer,
+            minibatch_full_eval_steps=self.options.minibatch_full_eval_steps,
         )
 
     def check(self, request: OptimizeRequest) -> None:
@@ -500,13 +434,15 @@ class DSPyMIPROv2:
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
         from mipro_bench.lm.dspy_lm import isolated_dspy_cache
 
+        o = self.options
         splits = request.splits
         plan = self.plan(request)
         request.workdir.mkdir(parents=True, exist_ok=True)
         labels = tuple(splits.labels)
-        student = build_program(labels, BASELINE_PROMPT, self.module, self.output_type)
-        task_lm = self._lm(request, "optimize")
-        prompt_lm = self._lm(request, "optimize", self.prompt_model)
+        student = build_program(labels, BASELINE_PROMPT, o.module, o.output_type)
+        task_lm = dspy_lm(request, "optimize", num_retries=o.num_retries)
+        prompt_lm = dspy_lm(request, "optimize", num_retries=o.num_retries,
+                            model=o.prompt_model)
         probe = request.read_usage
 
         optimizer_cls = _mipro_class()
@@ -514,7 +450,7 @@ class DSPyMIPROv2:
             metric=make_metric(labels),
             prompt_model=prompt_lm,
             task_model=task_lm,
-            num_threads=self.num_threads,
+            num_threads=o.num_threads,
             verbose=False,
             track_stats=True,
             log_dir=None,
@@ -529,7 +465,8 @@ class DSPyMIPROv2:
             + (f"{plan.minibatch_size}" if plan.minibatch else "off")
         )
         started = time.perf_counter()
-        with isolated_dspy_cache(request.workdir), _quiet(self._log_path(request, "dspy.log")):
+        with isolated_dspy_cache(request.workdir), quiet_output(
+                self._log_path(request, "dspy.log")):
             compiled = optimizer.compile(
                 student,
                 trainset=to_dspy_examples(splits.train.examples),
@@ -549,20 +486,19 @@ class DSPyMIPROv2:
         prompt = prompt_of(compiled)
         if request.mode == "instruction_only" and prompt.demos:
             raise AssertionError("instruction_only run returned demos; MIPROv2 plan is wrong")
-        self._programs[prompt] = compiled
         program_path = request.workdir / PROGRAM_FILE
-        compiled.save(str(program_path))
+        compiled.save(str(program_path))  # a native artifact for users; scoring uses `prompt`
 
         trial_logs = getattr(compiled, "trial_logs", {}) or {}
         score = getattr(compiled, "score", None)
         details: dict[str, Any] = {
             "dspy": {
                 **{k: v for k, v in asdict(plan).items()},
-                "module": self.module,
-                "output_type": self.output_type,
-                "prompt_model": self.prompt_model or request.lm.settings.model,
+                "module": o.module,
+                "output_type": o.output_type,
+                "prompt_model": o.prompt_model or request.lm.settings.model,
                 "task_model": request.lm.settings.model,
-                "num_threads": self.num_threads,
+                "num_threads": o.num_threads,
                 "search_trials_run": count_search_trials(trial_logs),
                 "trials": _trial_summary(trial_logs),
                 "instruction_candidates": (optimizer.proposed or {}).get(0, []),
@@ -582,53 +518,19 @@ class DSPyMIPROv2:
             artifacts={"program": program_path},
         )
 
-    def evaluate(
-        self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest, phase: str
-    ) -> tuple[ItemResult, ...]:
-        """Run the program for `prompt` on every item, in threads, through the gateway.
 
-        One item's LM failure scores it wrong and is kept in its `error`; more failures
-        than `max_item_error_rate` of the split fail the evaluation (an outage, not a score).
-        An answer that names no intent is simply wrong (predicted None, no error).
-        """
-        labels = tuple(request.splits.labels)
-        known = self._programs.get(prompt)
-        program = (known.deepcopy() if known is not None
-                   else build_program(labels, prompt, self.module, self.output_type))
-        program.set_lm(self._lm(request, phase))
-
-        def run_one(example: Example) -> ItemResult:
-            from dspy.utils.exceptions import AdapterParseError
-
-            try:
-                answer = program(query=example.text).intent
-            except AdapterParseError:
-                answer = None
-            except Exception as exc:
-                return ItemResult(
-                    id=example.id, expected=example.label, predicted=None, correct=False,
-                    error=f"{type(exc).__name__}: {str(exc)[:300]}",
-                )
-            predicted = map_to_label(answer, labels)
-            return ItemResult(
-                id=example.id, expected=example.label, predicted=predicted,
-                correct=predicted == example.label,
-            )
-
-        from mipro_bench.lm.dspy_lm import isolated_dspy_cache
-
-        with (
-            isolated_dspy_cache(request.workdir),
-            _quiet(self._log_path(request, f"dspy_{phase}.log")),
-            ThreadPoolExecutor(max_workers=self.num_threads,
-                               thread_name_prefix=f"eval-{phase}") as pool,
-        ):
-            items = tuple(pool.map(run_one, split.examples))
-        errors = [item for item in items if item.error]
-        allowed = math.floor(self.max_item_error_rate * len(items))
-        if len(errors) > allowed:
-            raise EvaluationFailed(
-                f"{phase}: {len(errors)}/{len(items)} items failed in the LM "
-                f"(more than {self.max_item_error_rate:.0%}); first: {errors[0].error}"
-            )
-        return items
+SPEC = OptimizerSpec(
+    name="dspy_miprov2",
+    slug="dspy_mipro",
+    title="DSPy MIPROv2",
+    modes=frozenset(MODES),
+    budget_type=MiproBudget,
+    options_type=MiproOptions,
+    adapter="mipro_bench.optimizers.dspy_mipro:DSPyMIPROv2",
+    native_executor="dspy_program",
+    concurrency_options=("num_threads",),
+    concurrency_flag="dspy-threads",
+    only_flag="dspy-only",
+    cli_shortcuts=(CliShortcut("trials", "trials", "DSPy MIPROv2 search trials"),),
+)
+DSPyMIPROv2.spec = SPEC

@@ -29,7 +29,6 @@ from mipro_bench.optimizers.synth_mipro import (
     JobSettings,
     SynthJobFailed,
     job_config,
-    new_env_api_key,
     one_line,
     outcome_from,
     quiet_unknown_fields,
@@ -48,8 +47,8 @@ def backend_url_for(opt: SynthMIPRO, kind: Literal["local", "hosted"]) -> str | 
 
     None means "start the in-process local backend".
     """
-    if opt.backend_url:
-        return opt.backend_url.rstrip("/")
+    if opt.options.backend_url:
+        return opt.options.backend_url.rstrip("/")
     if kind == "hosted":
         return (os.environ.get("SYNTH_BACKEND_URL") or HOSTED_BACKEND_URL).rstrip("/")
     return None
@@ -101,7 +100,7 @@ def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float) 
             request.say(f"Synth job {job.job_id}: {status} (best score {shown})")
 
     try:
-        return job.poll_until_complete(timeout=opt.job_timeout_s, interval=interval,
+        return job.poll_until_complete(timeout=opt.options.job_timeout_s, interval=interval,
                                        on_status=on_status, request_timeout=30.0)
     except RuntimeError as exc:  # the SDK gives up after 5 consecutive polling errors
         raise SynthJobFailed(f"polling Synth job {job.job_id} failed: {one_line(exc)}") from None
@@ -111,27 +110,29 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                   kind: Literal["local", "hosted"]) -> OptimizeOutcome:
     from synth_ai.sdk.optimization import PolicyOptimizationJob
 
+    from mipro_bench.harness import private_harness
     from mipro_bench.optimizers.synth_online import OnlineDriveError, drive_online
     from mipro_bench.synth_local import start_local_backend
-    from task_app.server import serve_task_app
 
-    env_key = os.environ.get("ENVIRONMENT_API_KEY") or new_env_api_key()
     external = backend_url_for(opt, kind)
     synth_key = os.environ.get("SYNTH_API_KEY")
     if external is not None:
         if not synth_key:
             raise UsageError(f"the Synth backend at {external} needs SYNTH_API_KEY")
         check_backend_reachable(external, synth_key)
-    task_app_options = opt.task_app_options()
     optimize_url = request.lm_base_url("optimize")
     with contextlib.ExitStack() as stack:
-        task_app = stack.enter_context(serve_task_app(
-            request.splits, env_api_key=env_key, port=opt.task_app_port, **task_app_options))
-        public_url = stack.enter_context(open_tunnel(
-            task_app.port, kind, env_api_key=env_key, api_key=synth_key, backend_url=external))
+        harness = request.harness or stack.enter_context(private_harness(request.splits))
+        task_app = harness.task_app(port=opt.options.task_app_port, **opt.task_app_options())
+        env_key = task_app.api_key
+        public_url = harness.shared(("synth_tunnel", task_app.port, kind, external), lambda: (
+            open_tunnel(task_app.port, kind, env_api_key=env_key, api_key=synth_key,
+                        backend_url=external)))
         if external is None:
-            local = stack.enter_context(start_local_backend(
-                lm_base_url=optimize_url, lm_api_key=request.lm.api_key))
+            # One local backend per session; each job names its own LM URLs (this case's
+            # gateway scope) in its config, so jobs never share state or usage.
+            local = harness.shared("synth_local_backend", lambda: start_local_backend(
+                lm_api_key=request.lm.api_key))
             backend_url, api_key = local.url, local.api_key
         else:
             backend_url, api_key = external, synth_key or ""
@@ -142,7 +143,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             policy_inference_url=optimize_url if kind == "local" else None,
             proposer_inference_url=optimize_url if kind == "local" else None,
         )
-        interval = opt.poll_interval_s or (
+        interval = opt.options.poll_interval_s or (
             LOCAL_POLL_INTERVAL_S if external is None else HOSTED_POLL_INTERVAL_S)
         online: dict[str, Any] = {}
         with sdk_environment(env_key):
@@ -165,7 +166,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                         max_tokens=request.lm.settings.max_tokens, seed=settings.seed,
                         pool=config["prompt_learning"]["mipro"]["online_pool"],
                         concurrency=settings.max_concurrent,
-                        timeout_s=opt.rollout_timeout_s)
+                        timeout_s=opt.options.rollout_timeout_s)
                 except (OnlineDriveError, OSError, ValueError) as exc:
                     with contextlib.suppress(Exception):
                         job.cancel(reason="online client failed")
@@ -176,7 +177,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             with contextlib.suppress(Exception):
                 job.cancel(reason="mipro-bench timeout")
             raise SynthJobFailed(f"Synth job {job_id} did not finish within "
-                                 f"{opt.job_timeout_s:g}s (last status: {result.status.value})")
+                                 f"{opt.options.job_timeout_s:g}s "
+                                 f"(last status: {result.status.value})")
         if not result.succeeded:
             raise SynthJobFailed(f"Synth job {job_id} {result.status.value}: "
                                  f"{result.error or 'no error given'}")

@@ -19,27 +19,28 @@ What the earlier script got wrong and this adapter pins down:
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import contextlib
 import math
 import os
 import re
 import secrets
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
-from mipro_bench.data import Split, Splits
+from mipro_bench.data import Splits
+from mipro_bench.event_loop import off_event_loop
 from mipro_bench.optimizers.base import (
     NotSupported,
     OptimizeOutcome,
     OptimizeRequest,
     UsageError,
 )
+from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
+from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase, check_at_least
 from mipro_bench.prompt import initial_prompt
-from mipro_bench.results import ItemResult, Mode, OptimizedPrompt, TrajectoryPoint
+from mipro_bench.results import OptimizedPrompt, TrajectoryPoint
 
 HOSTED_BACKEND_URL = "https://api.usesynth.ai"
 TASK_APP_ID = "banking77"
@@ -57,10 +58,6 @@ T = TypeVar("T")
 
 class SynthJobFailed(RuntimeError):
     """The Synth job ended failed or cancelled (or never ended): its one-line reason."""
-
-
-class EvaluationFailed(RuntimeError):
-    """Too many rollouts of one evaluation failed (an outage, not a score)."""
 
 
 # --- the job's config -------------------------------------------------------------------------
@@ -284,20 +281,6 @@ def quiet_unknown_fields() -> Iterator[list[str]]:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
-def off_event_loop(fn: Callable[[], T]) -> T:
-    """Run `fn` here, or in a worker thread when this thread runs an event loop.
-
-    The SDK's sync calls (and asyncio.run) refuse to run inside a running loop,
-    e.g. when a pytest-asyncio test calls the adapter.
-    """
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return fn()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(fn).result()
-
-
 def one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:400]
@@ -306,75 +289,69 @@ def one_line(exc: BaseException) -> str:
 # --- the adapter ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class RolloutBudget(BudgetBase):
+    """What a Synth MIPRO job may spend: task-app rollouts (one task-model call each)."""
+
+    rollouts: int | None = None
+    num_candidates: int | None = None
+    minibatch_size: int | None = None
+
+
+@dataclass(frozen=True)
+class SynthOptions(OptionsBase):
+    """How the Synth job runs and where; `eval_concurrency`/`rollout_timeout_s` also set how
+    the task-app executor scores its prompts."""
+
+    backend: BackendKind = "auto"
+    backend_url: str | None = None
+    mipro_mode: MiproMode = "offline"
+    batch_size: int = 10
+    num_candidates: int = 6
+    proposal_rounds: int = 2
+    num_full_evals: int = 3
+    max_concurrent: int = 8
+    examples_per_proposal: int = 50
+    grounding_fraction: float | None = None
+    proposer_model: str | None = None
+    task_app_port: int = 0
+    poll_interval_s: float | None = None
+    job_timeout_s: float = 3 * 3600.0
+    eval_concurrency: int = 8
+    rollout_timeout_s: float = 120.0
+    # Attempts per LM call inside the task app (its retry policy); None = its default.
+    lm_max_attempts: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("auto", "local", "hosted"):
+            raise UsageError(f"backend must be auto, local or hosted, got {self.backend!r}")
+        if self.mipro_mode not in ("offline", "online"):
+            raise UsageError(f"--mode must be offline or online, got {self.mipro_mode!r}")
+        for label in ("batch_size", "num_full_evals", "proposal_rounds", "max_concurrent",
+                      "eval_concurrency"):
+            check_at_least(label, getattr(self, label), 1)
+        if self.grounding_fraction is not None and not 0.0 < self.grounding_fraction < 1.0:
+            raise UsageError(f"grounding_fraction must be in (0, 1), got "
+                             f"{self.grounding_fraction}")
+        check_at_least("num_candidates", self.num_candidates, 0)
+        check_at_least("lm_max_attempts", self.lm_max_attempts, 1)
+
+
 class SynthMIPRO:
     """Synth's MIPRO, instruction-only, through the synth-ai SDK's own job client."""
 
-    name: ClassVar[str] = "synth_mipro"
-    slug: ClassVar[str] = "synth_mipro"
-    supported_modes: ClassVar[frozenset[Mode]] = frozenset({"instruction_only"})
+    spec: ClassVar[OptimizerSpec]
 
-    def __init__(
-        self,
-        *,
-        backend: BackendKind = "auto",
-        backend_url: str | None = None,
-        mipro_mode: MiproMode = "offline",
-        batch_size: int = 10,
-        num_candidates: int = 6,
-        proposal_rounds: int = 2,
-        num_full_evals: int = 3,
-        max_concurrent: int = 8,
-        examples_per_proposal: int = 50,
-        grounding_fraction: float | None = None,
-        proposer_model: str | None = None,
-        task_app_port: int = 0,
-        poll_interval_s: float | None = None,
-        job_timeout_s: float = 3 * 3600.0,
-        eval_concurrency: int = 8,
-        max_item_error_rate: float = 0.1,
-        rollout_timeout_s: float = 120.0,
-        lm_max_attempts: int | None = None,
-    ) -> None:
-        if backend not in ("auto", "local", "hosted"):
-            raise UsageError(f"backend must be auto, local or hosted, got {backend!r}")
-        if mipro_mode not in ("offline", "online"):
-            raise UsageError(f"--mode must be offline or online, got {mipro_mode!r}")
-        for label, value in (("batch_size", batch_size), ("num_full_evals", num_full_evals),
-                             ("proposal_rounds", proposal_rounds),
-                             ("max_concurrent", max_concurrent),
-                             ("eval_concurrency", eval_concurrency)):
-            if value < 1:
-                raise UsageError(f"{label} must be at least 1, got {value}")
-        if grounding_fraction is not None and not 0.0 < grounding_fraction < 1.0:
-            raise UsageError(f"grounding_fraction must be in (0, 1), got {grounding_fraction}")
-        if num_candidates < 0:
-            raise UsageError(f"num_candidates must be >= 0, got {num_candidates}")
-        self.backend = backend
-        self.backend_url = backend_url
-        self.mipro_mode: MiproMode = mipro_mode
-        self.batch_size = batch_size
-        self.num_candidates = num_candidates
-        self.proposal_rounds = proposal_rounds
-        self.num_full_evals = num_full_evals
-        self.max_concurrent = max_concurrent
-        self.examples_per_proposal = examples_per_proposal
-        self.grounding_fraction = grounding_fraction
-        self.proposer_model = proposer_model
-        self.task_app_port = task_app_port
-        self.poll_interval_s = poll_interval_s
-        self.job_timeout_s = job_timeout_s
-        self.eval_concurrency = eval_concurrency
-        self.max_item_error_rate = max_item_error_rate
-        self.rollout_timeout_s = rollout_timeout_s
-        # Attempts per LM call inside the task app (its retry policy); None = its default.
-        self.lm_max_attempts = lm_max_attempts
+    def __init__(self, options: SynthOptions | None = None, /, **kwargs: Any) -> None:
+        self.options = options if options is not None else SynthOptions.parse(
+            kwargs, where="synth_mipro options")
 
     # -- choosing the backend --
 
     def resolved_backend(self) -> Literal["local", "hosted"]:
-        if self.backend == "auto":
+        if self.options.backend == "auto":
             return "hosted" if os.environ.get("SYNTH_API_KEY") else "local"
-        return self.backend
+        return self.options.backend
 
     def check(self, request: OptimizeRequest) -> None:
         """Refuse what cannot run, before any LM call (the runner calls this first).
@@ -386,7 +363,7 @@ class SynthMIPRO:
         self._check_static(request)
         validate_with_sdk(self.job_settings(request), request)
         kind = self.resolved_backend()
-        if kind == "hosted" or self.backend_url:
+        if kind == "hosted" or self.options.backend_url:
             from mipro_bench.optimizers.synth_job import backend_url_for, check_backend_reachable
 
             url = backend_url_for(self, kind)
@@ -408,19 +385,19 @@ class SynthMIPRO:
                              ".env); use --local for the local backend")
 
     def job_settings(self, request: OptimizeRequest) -> JobSettings:
+        o, budget = self.options, request.budget
         return JobSettings(
-            rollouts=int(request.budget.rollouts or DEFAULT_ROLLOUTS),
-            mode=self.mipro_mode,
-            batch_size=request.budget.minibatch_size or self.batch_size,
-            num_candidates=(request.budget.num_candidates
-                            if request.budget.num_candidates is not None
-                            else self.num_candidates),
-            proposal_rounds=self.proposal_rounds,
-            num_full_evals=self.num_full_evals,
-            max_concurrent=self.max_concurrent,
-            examples_per_proposal=self.examples_per_proposal,
-            grounding_fraction=self.grounding_fraction,
-            proposer_model=self.proposer_model,
+            rollouts=int(budget.rollouts or DEFAULT_ROLLOUTS),
+            mode=o.mipro_mode,
+            batch_size=budget.minibatch_size or o.batch_size,
+            num_candidates=(budget.num_candidates if budget.num_candidates is not None
+                            else o.num_candidates),
+            proposal_rounds=o.proposal_rounds,
+            num_full_evals=o.num_full_evals,
+            max_concurrent=o.max_concurrent,
+            examples_per_proposal=o.examples_per_proposal,
+            grounding_fraction=o.grounding_fraction,
+            proposer_model=o.proposer_model,
             seed=request.seed,
         )
 
@@ -440,24 +417,20 @@ class SynthMIPRO:
             f"{settings.num_candidates} proposals, minibatch {settings.batch_size}")
         return run_synth_job(self, request, settings, kind)
 
-    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
-                 phase: str) -> tuple[ItemResult, ...]:
-        """Rollouts of the task app on every item of `split`, the instruction swapped in."""
-        from mipro_bench.optimizers.synth_eval import evaluate_through_task_app
-
-        allowed = math.floor(self.max_item_error_rate * len(split))
-        return off_event_loop(lambda: evaluate_through_task_app(
-            prompt.instruction, split, request, phase, concurrency=self.eval_concurrency,
-            timeout_s=self.rollout_timeout_s, max_errors=allowed,
-            task_app_options=self.task_app_options()))
+    def executor_options(self) -> dict[str, Any]:
+        """The task-app executor scores this adapter's prompts with its concurrency,
+        timeout and task-app retry policy."""
+        return {"concurrency": self.options.eval_concurrency,
+                "timeout_s": self.options.rollout_timeout_s,
+                "task_app": self.task_app_options()}
 
     def task_app_options(self) -> dict[str, Any]:
-        """Options of every task app this adapter serves (its LM retry policy)."""
-        if self.lm_max_attempts is None:
+        """Options of every task app this adapter uses (its LM retry policy)."""
+        if self.options.lm_max_attempts is None:
             return {}
         from mipro_bench.lm.retry import RetryPolicy
 
-        return {"retry": RetryPolicy(max_attempts=self.lm_max_attempts)}
+        return {"retry": RetryPolicy(max_attempts=self.options.lm_max_attempts)}
 
 
 def validate_with_sdk(settings: JobSettings, request: OptimizeRequest) -> None:
@@ -481,3 +454,24 @@ def validate_with_sdk(settings: JobSettings, request: OptimizeRequest) -> None:
 
 def new_env_api_key() -> str:
     return f"mipro-bench-env-{secrets.token_hex(16)}"
+
+
+SPEC = OptimizerSpec(
+    name="synth_mipro",
+    slug="synth_mipro",
+    title="Synth MIPRO",
+    modes=frozenset({"instruction_only"}),
+    unsupported={"fewshot": "Synth MIPRO (synth-ai 0.7.3) optimizes instructions only (no demos)"},
+    budget_type=RolloutBudget,
+    options_type=SynthOptions,
+    adapter="mipro_bench.optimizers.synth_mipro:SynthMIPRO",
+    native_executor="task_app",
+    concurrency_options=("max_concurrent", "eval_concurrency"),
+    concurrency_flag="synth-concurrency",
+    only_flag="synth-only",
+    cli_shortcuts=(CliShortcut("rollouts", "rollouts", "Synth MIPRO rollout budget"),),
+    session_option=("backend", "synth-backend",
+                    "Synth backend: local (offline, in-process; default) or hosted (Synth's "
+                    "API, needs SYNTH_API_KEY; the task app is tunnelled)", ("local", "hosted")),
+)
+SynthMIPRO.spec = SPEC

@@ -1,31 +1,34 @@
-"""The suite's own evaluation of a Synth instruction: task-app rollouts through an interceptor.
+"""The task-app executor: a prompt runs as Synth runs prompts, as task-app rollouts.
 
-A Synth prompt runs the way Synth runs it: the task app sends its baseline
-messages, an interceptor swaps the instruction under evaluation in (the
-same `Interceptor` the local backend uses during a job) and forwards to the
-run's LM under this case's scope and phase (baseline_eval / test_eval). The
-task app maps the answer with the suite's one parser; each rollout's
-details give the item's prediction. The baseline is evaluated the same way,
-with the baseline instruction substituted for itself.
+The task app always sends its baseline messages; the session's interceptor
+(the same `Interceptor` the local Synth backend uses during a job) swaps the
+instruction under evaluation in and forwards to the run's LM under this
+case's scope and phase. The task app maps the answer with the suite's one
+label rule; each rollout's details give the item's prediction. The baseline
+is evaluated the same way, with the baseline instruction swapped in for
+itself. Demos have no place in the task app's messages yet, so this executor
+expresses instruction-only prompts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 from mipro_bench.data import Split
+from mipro_bench.event_loop import off_event_loop
+from mipro_bench.executors.base import EvaluationFailed
+from mipro_bench.harness import Harness, private_harness
 from mipro_bench.optimizers.base import OptimizeRequest
-from mipro_bench.optimizers.synth_mipro import EvaluationFailed
 from mipro_bench.prompt import initial_prompt
-from mipro_bench.results import ItemResult
-from mipro_bench.serving import serve_in_thread
-from mipro_bench.synth_local.interceptor import Interceptor, interceptor_app
+from mipro_bench.results import ItemResult, OptimizedPrompt
 from mipro_bench.synth_local.patterns import PromptPattern
 from mipro_bench.synth_local.rollouts import RolloutOutcome, TaskAppClient
 
 EVAL_CANDIDATE = "eval"
+DEFAULT_OPTIONS: dict[str, Any] = {"concurrency": 8, "timeout_s": 120.0, "task_app": {}}
 
 
 def _split_name(split: Split, request: OptimizeRequest) -> str:
@@ -87,28 +90,50 @@ def _item(split: Split, seed: int, outcome: RolloutOutcome) -> ItemResult:
     )
 
 
-def evaluate_through_task_app(instruction: str, split: Split, request: OptimizeRequest,
-                              phase: str, *, concurrency: int = 8, timeout_s: float = 120.0,
-                              max_errors: int | None = None,
-                              task_app_options: dict[str, Any] | None = None,
-                              ) -> tuple[ItemResult, ...]:
-    """One rollout per item of `split`; EvaluationFailed once more than `max_errors` fail."""
-    from task_app.server import serve_task_app
-
+def evaluate_in_harness(harness: Harness, instruction: str, split: Split,
+                        request: OptimizeRequest, phase: str, *, concurrency: int,
+                        timeout_s: float, max_errors: int,
+                        task_app_options: Mapping[str, Any]) -> tuple[ItemResult, ...]:
+    """One rollout per item of `split` through the harness's task app and interceptor."""
     name = _split_name(split, request)
-    env_key = f"mipro-bench-eval-{secrets.token_hex(12)}"
+    task_app = harness.task_app(**dict(task_app_options))
+    served = harness.interceptor()
     baseline = PromptPattern.from_config(initial_prompt(request.splits.labels))
-    interceptor = Interceptor(timeout_s=timeout_s)
-    route = interceptor.register(
+    route = served.interceptor.register(
         baseline, {EVAL_CANDIDATE: baseline.with_instruction(instruction)},
-        upstream_url=request.lm_base_url(phase), upstream_api_key=request.lm.api_key)
-    with (
-        serve_task_app(request.splits, env_api_key=env_key, port=0,
-                       **(task_app_options or {})) as task_app,
-        serve_in_thread(interceptor_app(interceptor), name="interceptor") as served,
-    ):
+        upstream_url=request.lm_base_url(phase), upstream_api_key=request.lm.api_key,
+        route_id=f"eval-{phase}-{secrets.token_hex(6)}")
+    try:
         outcomes = asyncio.run(_rollouts(
-            task_app.url, env_key, route.inference_url(served.url, EVAL_CANDIDATE), name,
-            len(split), request, phase, concurrency, timeout_s,
-            len(split) if max_errors is None else max_errors))
+            task_app.url, task_app.api_key, route.inference_url(served.url, EVAL_CANDIDATE),
+            name, len(split), request, phase, concurrency, timeout_s, max_errors))
+    finally:
+        served.interceptor.unregister(route.route_id)
     return tuple(_item(split, seed, o) for seed, o in enumerate(outcomes))
+
+
+class TaskAppExecutor:
+    """Runs an instruction through the Banking77 task app's forced tool call."""
+
+    name: ClassVar[str] = "task_app"
+
+    def can_express(self, prompt: OptimizedPrompt) -> bool:
+        return not prompt.demos
+
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+                 phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
+                 ) -> tuple[ItemResult, ...]:
+        if not self.can_express(prompt):
+            raise ValueError("the task-app executor runs instruction-only prompts (no demos)")
+        opts = {**DEFAULT_OPTIONS, **(options or {})}
+
+        def run(harness: Harness) -> tuple[ItemResult, ...]:
+            return evaluate_in_harness(
+                harness, prompt.instruction, split, request, phase,
+                concurrency=int(opts["concurrency"]), timeout_s=float(opts["timeout_s"]),
+                max_errors=max_errors, task_app_options=opts["task_app"])
+
+        if request.harness is not None:
+            return off_event_loop(lambda: run(request.harness))
+        with private_harness(request.splits) as harness:
+            return off_event_loop(lambda: run(harness))

@@ -1,0 +1,43 @@
+"""The executor protocol: a prompt value in, one scored item per example out.
+
+A prompt (instruction + demos, a frozen serialisable value) is scored by an
+*executor*, chosen independently of the optimizer that made it: the
+DSPy-program executor runs it as the `query -> intent` program the DSPy
+optimizers compile; the task-app executor runs it as Synth runs prompts, as
+rollouts through the task app with the interceptor swapping it in. Executors
+score only from the prompt value (no side caches), so a prompt rebuilt from
+its record scores exactly like the one `optimize` returned. The runner owns
+the item-error policy; an executor only stops early once `max_errors` items
+failed in the LM, since past that the verdict cannot change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Protocol
+
+from mipro_bench.data import Split
+from mipro_bench.optimizers.base import OptimizeRequest
+from mipro_bench.results import ItemResult, OptimizedPrompt
+
+
+class EvaluationFailed(RuntimeError):
+    """Too many items of one evaluation failed in the LM (an outage, not a score)."""
+
+
+class Executor(Protocol):
+    name: ClassVar[str]  # e.g. "dspy_program", "task_app"
+
+    def can_express(self, prompt: OptimizedPrompt) -> bool:
+        """Whether this executor can run `prompt` as it is (e.g. demos in its format)."""
+        ...
+
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+                 phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
+                 ) -> tuple[ItemResult, ...]:
+        """Score `prompt` on every item of `split` (in split order) under `phase`.
+
+        May raise EvaluationFailed as soon as more than `max_errors` items failed in the
+        LM; `options` are the native optimizer's format options (e.g. DSPy's module).
+        """
+        ...

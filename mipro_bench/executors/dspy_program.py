@@ -1,0 +1,161 @@
+"""The DSPy-program executor: a prompt runs as the `query -> intent` program DSPy compiles.
+
+The program is built from the prompt value alone (instruction as the
+signature's instructions, demos on every predictor), so the prompt that
+`optimize` returned and the same prompt read back from its record run the
+same program. Answers are mapped with the suite's one label rule, items run
+in threads through the gateway under the case's scope and phase, with
+DSPy's cache private to the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from mipro_bench.data import Example, Split
+from mipro_bench.labels import map_to_label
+from mipro_bench.optimizers.base import OptimizeRequest
+from mipro_bench.prompt import BASELINE_INSTRUCTION
+from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
+
+MODULES = ("predict", "cot")
+OUTPUT_TYPES = ("str", "literal")
+DEFAULT_OPTIONS: dict[str, Any] = {
+    "module": "predict", "output_type": "str", "num_threads": 4, "num_retries": 2,
+    "quiet": True,
+}
+
+
+def build_signature(
+    labels: tuple[str, ...], instruction: str = BASELINE_INSTRUCTION, output_type: str = "str"
+) -> Any:
+    """`query -> intent` over the intents, with the given instruction.
+
+    By default the output is a plain string listing the intents in its description, so the
+    parsing is ours: `map_to_label` (the task app's rule) accepts "Card Arrival" where a
+    `Literal` output would make DSPy reject it. `output_type="literal"` gives the typed
+    Literal signature of DSPy's own classification tutorial instead.
+    """
+    import dspy
+
+    if output_type == "literal":
+        intent_type: Any = Literal[tuple(labels)]  # type: ignore[valid-type]
+        desc = "the customer's intent"
+    else:
+        intent_type = str
+        desc = "exactly one of these intents, spelled as listed: " + ", ".join(labels)
+    fields = {
+        "query": (str, dspy.InputField(desc="the customer's message to the bank")),
+        "intent": (intent_type, dspy.OutputField(desc=desc)),
+    }
+    return dspy.make_signature(fields, instruction, signature_name="Banking77Intent")
+
+
+def build_program(
+    labels: tuple[str, ...], prompt: OptimizedPrompt, module: str, output_type: str = "str"
+) -> Any:
+    """A fresh program carrying `prompt`'s instruction and demos (no LM attached)."""
+    import dspy
+
+    signature = build_signature(labels, prompt.instruction, output_type)
+    program = dspy.ChainOfThought(signature) if module == "cot" else dspy.Predict(signature)
+    if prompt.demos:
+        demos = []
+        for d in prompt.demos:
+            fields = {"query": d.query, "intent": d.intent}
+            if d.reasoning is not None:
+                fields["reasoning"] = d.reasoning
+            demos.append(dspy.Example(**fields).with_inputs("query"))
+        for predictor in program.predictors():
+            predictor.demos = list(demos)
+    return program
+
+
+def prompt_of(program: Any) -> OptimizedPrompt:
+    """The instruction and demos a (compiled) program carries, in the record's terms."""
+    predictor = program.predictors()[0]
+    demos = []
+    for demo in predictor.demos or ():
+        get = demo.get if hasattr(demo, "get") else (lambda k, d=demo: getattr(d, k, None))
+        query, intent, reasoning = get("query"), get("intent"), get("reasoning")
+        if query is not None and intent is not None:
+            demos.append(Demo(query=str(query), intent=str(intent),
+                              reasoning=None if reasoning is None else str(reasoning)))
+    return OptimizedPrompt(instruction=predictor.signature.instructions, demos=tuple(demos))
+
+
+@contextlib.contextmanager
+def quiet_output(log_path: Path | None) -> Iterator[None]:
+    """Send DSPy's prints and tqdm bars to a log file in the workdir, not the user's terminal."""
+    if log_path is None:
+        yield
+        return
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        log_path.open("a", encoding="utf-8") as fh,
+        contextlib.redirect_stdout(fh),
+        contextlib.redirect_stderr(fh),
+    ):
+        yield
+
+
+def dspy_lm(request: OptimizeRequest, phase: str, *, num_retries: int,
+            model: str | None = None) -> Any:
+    """A dspy.LM whose calls count under this case's scope and `phase`."""
+    from mipro_bench.lm.dspy_lm import make_dspy_lm
+
+    kwargs: dict[str, Any] = {"num_retries": num_retries}
+    if model is not None:
+        kwargs["model"] = model if "/" in model else f"openai/{model}"
+    return make_dspy_lm(request.lm, request.scope, phase, **kwargs)
+
+
+class DSPyProgramExecutor:
+    """Runs a prompt as a DSPy Predict/ChainOfThought program, one thread per item."""
+
+    name: ClassVar[str] = "dspy_program"
+
+    def can_express(self, prompt: OptimizedPrompt) -> bool:
+        return True  # instructions and (query, intent) demos are both native here
+
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+                 phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
+                 ) -> tuple[ItemResult, ...]:
+        """One item's LM failure scores it wrong and keeps its `error` (the runner judges
+        the error rate); an answer that names no intent is wrong (predicted None, no error).
+        Threads finish every item, so `max_errors` is not needed to stop early here."""
+        from mipro_bench.lm.dspy_lm import isolated_dspy_cache
+
+        opts = {**DEFAULT_OPTIONS, **(options or {})}
+        labels = tuple(request.splits.labels)
+        program = build_program(labels, prompt, opts["module"], opts["output_type"])
+        program.set_lm(dspy_lm(request, phase, num_retries=opts["num_retries"]))
+
+        def run_one(example: Example) -> ItemResult:
+            from dspy.utils.exceptions import AdapterParseError
+
+            try:
+                answer = program(query=example.text).intent
+            except AdapterParseError:
+                answer = None
+            except Exception as exc:
+                return ItemResult(
+                    id=example.id, expected=example.label, predicted=None, correct=False,
+                    error=f"{type(exc).__name__}: {str(exc)[:300]}",
+                )
+            predicted = map_to_label(answer, labels)
+            return ItemResult(id=example.id, expected=example.label, predicted=predicted,
+                              correct=predicted == example.label)
+
+        log_path = request.workdir / f"dspy_{phase}.log" if opts["quiet"] else None
+        with (
+            isolated_dspy_cache(request.workdir),
+            quiet_output(log_path),
+            ThreadPoolExecutor(max_workers=int(opts["num_threads"]),
+                               thread_name_prefix=f"eval-{phase}") as pool,
+        ):
+            return tuple(pool.map(run_one, split.examples))

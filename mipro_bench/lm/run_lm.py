@@ -1,0 +1,62 @@
+"""The run's LM, started the same way by every entry point: one line, one gateway.
+
+`pytest benchmarks/`, `run_comparison.py` and the two seed CLIs all resolve the
+LM with the same rule, start llama.cpp's server first for `--lm local` (so
+its served model's name is what the record and the gate see), start the one
+gateway, and print the same one-line LM choice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from mipro_bench.errors import UserError
+from mipro_bench.lm.gateway import GatewayHandle, ServerStartError, start_gateway
+from mipro_bench.lm.settings import LMSettings, load_dotenv, resolve_lm_settings
+
+
+class LMStartError(UserError, RuntimeError):
+    """The LM or its gateway could not start (one line)."""
+
+
+def served_local_model(lm: str | None, api_base: str | None, model: str) -> str:
+    """The model a run will really talk to: with `--lm local` and no server given, the name
+    the started llama.cpp server answers to (the default GGUF's), not the --model default;
+    otherwise `model`. Known before anything starts, so the matrix and the gate see it."""
+    if lm != "local" or api_base:
+        return model
+    from mipro_bench.lm.local_llama import LocalLLMError, resolve_model_path, served_model_name
+
+    try:
+        return served_model_name(resolve_model_path(None))
+    except LocalLLMError:
+        return model  # starting the server will say what is missing
+
+
+def resolve(lm: str | None, api_base: str | None, model: str) -> tuple[LMSettings, str]:
+    """The LM settings and their one-line description (a key in ./.env counts as set)."""
+    load_dotenv()
+    return resolve_lm_settings(lm=lm, api_base=api_base,
+                               model=served_local_model(lm, api_base, model))
+
+
+@contextlib.contextmanager
+def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
+           ) -> Iterator[GatewayHandle]:
+    """Start what `settings` needs (llama.cpp for local) and the gateway in front of it."""
+    from mipro_bench.lm.local_llama import LocalLLMError, start_local_llama
+    from mipro_bench.lm.sim_responder import PolicyUnavailable
+
+    with contextlib.ExitStack() as stack:
+        try:
+            if settings.backend == "local" and not settings.base_url:
+                server = stack.enter_context(start_local_llama())
+                settings = server.settings(settings)
+                if say is not None:
+                    say(f"local model: llama.cpp serving {settings.model} at "
+                        f"{settings.base_url}")
+            handle = stack.enter_context(start_gateway(settings))
+        except (LocalLLMError, ServerStartError, PolicyUnavailable) as exc:
+            raise LMStartError(f"the LM could not start: {exc}") from None
+        yield handle
