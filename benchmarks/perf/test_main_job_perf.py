@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -35,7 +36,9 @@ import pytest
 from tests.plugin_support import REPO, clean_env
 
 pytestmark = pytest.mark.integration
-TARGET_S = 60.0
+TARGET_S = 20.0  # the two seed optimizers' comparison (issue: <= 20 s wall on 2 cores)
+TARGET_HARNESS_RATIO = 1.5  # each case's harness time <= 1.5 x its LM-busy time
+TARGET_PEAK_MIB = 400.0
 PHASES = ("baseline_eval", "optimize", "test_eval")
 
 
@@ -65,6 +68,7 @@ class MainJob:
     output: str
     cases: list[CaseTime]
     report: Path | None
+    peak_mib: float | None = None  # the largest child process's peak RSS so far
 
     @property
     def in_cases(self) -> float:
@@ -83,6 +87,7 @@ def run_main_job(results: Path, data_dir: Path, extra: list[str]) -> MainJob:
         cwd=REPO, env=clean_env(data_dir), capture_output=True, text=True, timeout=1800,
     )
     wall = time.perf_counter() - started
+    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
     cases: list[CaseTime] = []
     found = sorted(results.glob("comparison_*.json"))
     if found:
@@ -98,18 +103,23 @@ def run_main_job(results: Path, data_dir: Path, extra: list[str]) -> MainJob:
             ))
     last = (done.stdout.strip().splitlines() or [""])[-1]
     report = Path(last.removeprefix("Report: ")) if last.startswith("Report: ") else None
-    return MainJob(wall, done.returncode, done.stdout + done.stderr, cases, report)
+    return MainJob(wall, done.returncode, done.stdout + done.stderr, cases, report, peak_mib)
 
 
 def table(name: str, job: MainJob) -> list[str]:
+    peak = "-" if job.peak_mib is None else f"{job.peak_mib:.0f} MiB"
     lines = [f"\nmain job ({name}), default sizes: wall {job.wall:.1f} s "
-             f"(target < {TARGET_S:.0f} s on 2 cores)",
-             f"{'case / phase':<52}{'wall s':>8}{'LM busy s':>11}{'harness s':>11}{'calls':>7}"]
+             f"(target <= {TARGET_S:.0f} s on 2 cores), peak RSS of one process {peak} "
+             f"(target <= {TARGET_PEAK_MIB:.0f} MiB)",
+             f"{'case / phase':<52}{'wall s':>8}{'LM busy s':>11}{'harness s':>11}{'calls':>7}"
+             f"{'harness/LM':>12}"]
     for case in job.cases:
+        ratio = (case.elapsed - case.lm_busy) / case.lm_busy if case.lm_busy else float("nan")
         lines.append(f"{case.case_id:<52}{case.elapsed:>8.1f}{case.lm_busy:>11.1f}"
-                     f"{case.elapsed - case.lm_busy:>11.1f}")
+                     f"{case.elapsed - case.lm_busy:>11.1f}{'':>7}{ratio:>11.2f}x")
         for phase, (wall, busy, calls) in case.phases.items():
             lines.append(f"  {phase:<50}{wall:>8.1f}{busy:>11.1f}{wall - busy:>11.1f}{calls:>7}")
+    lines.append(f"(target: harness/LM <= {TARGET_HARNESS_RATIO:.1f}x for every case)")
     lines.append(f"{'all cases':<52}{job.in_cases:>8.1f}{job.lm_busy:>11.1f}"
                  f"{job.in_cases - job.lm_busy:>11.1f}")
     lines.append(f"{'outside the cases (start, imports, servers, reports)':<52}"
