@@ -28,7 +28,7 @@ import pytest
 from mipro_bench.argtypes import usable_results_dir
 from mipro_bench.cli import OneLineParser, non_negative_int, positive_int
 from mipro_bench.floors_policy import FLOOR_MODES
-from mipro_bench.gate import GateError, parse_threshold
+from mipro_bench.gate import GateError, parse_alpha, parse_threshold
 from mipro_bench.matrix import MatrixError
 from mipro_bench.options import (
     DEFAULT_RESULTS_DIR,
@@ -107,7 +107,10 @@ def build_parser() -> OneLineParser:
     out.add_argument("--compare", default=None, metavar="PATH|latest",
                      help="gate against an earlier comparison JSON")
     out.add_argument("--compare-fail", action="append", default=[], metavar="METRIC:N[%]",
-                     help="e.g. optimized_test_accuracy:5 (needs --compare)")
+                     help="e.g. optimized_test_accuracy:5, optimized_test_accuracy:significant, "
+                          "exact (needs --compare)")
+    out.add_argument("--compare-alpha", default=None, metavar="ALPHA",
+                     help="significance level of METRIC:significant (default 0.05)")
     out.add_argument("--save-baseline", default=None, metavar="PATH",
                      help="also save this run's comparison JSON as PATH")
     out.add_argument("-v", "--verbose", action="store_true",
@@ -130,6 +133,11 @@ def validate(args: argparse.Namespace) -> None:
         raise ValueError(str(exc).replace("--mipro-", "--")) from None
     for expr in args.compare_fail:
         parse_threshold(expr)
+    if args.compare_alpha is not None:
+        try:
+            parse_alpha(args.compare_alpha)
+        except GateError as exc:  # name the option as this CLI spells it
+            raise ValueError(str(exc).replace("--mipro-", "--")) from None
     if args.compare_fail and not args.compare:
         raise ValueError("--compare-fail needs --compare PATH|latest")
     if args.compare and args.compare != "latest" and not Path(args.compare).is_file():
@@ -170,6 +178,7 @@ def pytest_args(args: argparse.Namespace, passthrough: list[str]) -> list[str]:
         ("--mipro-synth-concurrency", args.synth_concurrency),
         ("--mipro-results-dir", args.results_dir),
         ("--mipro-compare", args.compare),
+        ("--mipro-compare-alpha", args.compare_alpha),
         ("--mipro-save-baseline", args.save_baseline),
         ("-n", args.workers),
     ):

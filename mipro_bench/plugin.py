@@ -47,7 +47,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="append",
         default=[],
         help="fail when METRIC drops by more than N points (or N%%), e.g. "
-        "optimized_test_accuracy:5; may be given several times",
+        "optimized_test_accuracy:5; METRIC:significant[:N] (paired, Holm-corrected); exact "
+        "(any change of a simulated run); may be given several times",
+    )
+    group.addoption(
+        "--mipro-compare-alpha",
+        metavar="ALPHA",
+        default=None,
+        help="significance level of METRIC:significant (default 0.05)",
     )
     group.addoption(
         "--mipro-save-baseline",
@@ -122,6 +129,7 @@ def pytest_configure(config: pytest.Config) -> None:
             compare_fail=config.getoption("mipro_compare_fail"),
             save_baseline=config.getoption("mipro_save_baseline"),
             floors=config.getoption("mipro_floors"),
+            compare_alpha=config.getoption("mipro_compare_alpha"),
         )
         choice = _matrix_choice(config)
         activate(choice)

@@ -142,6 +142,12 @@ def test_a_baseline_of_another_model_is_refused(project: pytest.Pytester) -> Non
      "expected METRIC:significant or METRIC:significant:POINTS"),
     (["--mipro-compare", "latest", "--mipro-compare-fail=improvement:significant"],
      "improvement has no per-item results"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy:significant",
+      "--mipro-compare-alpha", "0"], "--mipro-compare-alpha '0': expected a number between 0"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy:significant",
+      "--mipro-compare-alpha", "high"], "--mipro-compare-alpha 'high': expected a number"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=exact", "--mipro-compare-alpha",
+      "0.1"], "--mipro-compare-alpha applies only to --mipro-compare-fail=METRIC:significant"),
 ])
 def test_bad_gate_options_are_usage_errors_before_any_test(
         project: pytest.Pytester, args: list[str], message: str) -> None:
@@ -193,6 +199,9 @@ def test_significance_prints_every_case(project: pytest.Pytester) -> None:
            "Holm-corrected over 2 test(s), alpha 0.05; CI unadjusted):" in run.stdout
     assert f"  {CASE}: optimized_test_accuracy 75.0 -> 75.0 (+0.0 points, 95% CI [+0.0, " \
            "+0.0], n=4), McNemar p=1.0000, Holm p=1.0000 (m=2): passes" in run.stdout
+    alpha = session(project, "--mipro-compare", "latest", "--mipro-compare-alpha", "0.2",
+                    "--mipro-compare-fail=optimized_test_accuracy:significant")
+    assert "alpha 0.2; CI unadjusted" in alpha.stdout and "80% CI" in alpha.stdout
 
 
 def test_a_vanished_case_fails_unless_the_run_deselected_its_optimizer(
