@@ -175,7 +175,10 @@ class Selection:
 
 # --- what the gate found ---------------------------------------------------------------------
 class Failure(Protocol):
-    case_id: str
+    """One problem the gate found: which case, and the line that says what."""
+
+    @property
+    def case_id(self) -> str: ...
 
     def line(self) -> str: ...
 
