@@ -27,7 +27,7 @@ import pytest
 
 from mipro_bench.argtypes import OneLineParser, positive_int, usable_results_dir
 from mipro_bench.errors import UserError
-from mipro_bench.gate import parse_threshold
+from mipro_bench.gate import parse_alpha, parse_threshold
 from mipro_bench.optimizers import registry
 from mipro_bench.optimizers.base import UsageError
 from mipro_bench.options import (
@@ -97,6 +97,7 @@ def validate(args: argparse.Namespace) -> None:
         raise UsageError(str(exc).replace("--mipro-", "--")) from None
     for expr in args.compare_fail:
         parse_threshold(expr)
+    parse_alpha(args.compare_alpha)
     if args.compare_fail and not args.compare:
         raise UsageError("--compare-fail needs --compare PATH|latest")
     if args.compare and args.compare != "latest" and not Path(args.compare).is_file():

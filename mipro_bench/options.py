@@ -115,8 +115,11 @@ SESSION: tuple[Opt, ...] = (
     Opt("compare", "gate against an earlier comparison JSON (or the newest in results/)",
         "gate", metavar="PATH|latest"),
     Opt("compare-fail", "fail when METRIC drops by more than N points (or N%%), e.g. "
-        "optimized_test_accuracy:5; repeatable", "gate", action="append",
+        "optimized_test_accuracy:5; METRIC:significant[:N] (paired, Holm-corrected); exact "
+        "(any change of a simulated run); repeatable", "gate", action="append",
         metavar="METRIC:N[%]"),
+    Opt("compare-alpha", "significance level of METRIC:significant (default 0.05)", "gate",
+        metavar="ALPHA"),
     Opt("save-baseline", "also save this run's comparison JSON as PATH", "gate",
         metavar="PATH"),
 )

@@ -95,6 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
             compare_fail=opt("mipro_compare_fail"),
             save_baseline=opt("mipro_save_baseline"),
             floors=opt("mipro_floors"),
+            compare_alpha=opt("mipro_compare_alpha"),
         )
         choice = matrix_choice(lambda dest: opt("mipro_" + dest))
         if choice.path is not None or choice.overrides:

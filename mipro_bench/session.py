@@ -15,12 +15,17 @@ from typing import TYPE_CHECKING, Any
 
 from mipro_bench.floors_policy import FLOOR_MODES, FloorMode, FloorNote, judge
 from mipro_bench.gate import (
+    DEFAULT_ALPHA,
+    Check,
+    Failure,
     GateError,
-    Regression,
-    Threshold,
-    check,
+    Selection,
+    Significant,
+    evaluate,
     load_baseline_records,
+    parse_alpha,
     parse_threshold,
+    preflight,
     resolve_baseline_path,
 )
 from mipro_bench.results import RunRecord, timestamp, write_json_atomic
@@ -39,7 +44,8 @@ _FILE_ORDER = ("json", "markdown", "baseline", "html")
 class MiproSession:
     results_dir: Path
     compare_spec: str | None = None
-    thresholds: list[Threshold] = field(default_factory=list)
+    thresholds: list[Check] = field(default_factory=list)
+    alpha: float = DEFAULT_ALPHA
     # The baseline is read when the session starts: `latest` means the newest comparison
     # before this run (not the one this run writes), and a bad file stops the run early.
     baseline_path: Path | None = None
@@ -50,7 +56,8 @@ class MiproSession:
     unsupported: list[UnsupportedCase] = field(default_factory=list)
     floor_notes: list[FloorNote] = field(default_factory=list)
     written: dict[str, Path] = field(default_factory=dict)
-    regressions: list[Regression] = field(default_factory=list)
+    regressions: list[Failure] = field(default_factory=list)
+    gate_notes: list[str] = field(default_factory=list)  # every significance test's line
     gate_error: str | None = None
     table: str | None = None
     matrix: Matrix | None = None  # the session's matrix (the plugin sets it at collection)
@@ -64,20 +71,30 @@ class MiproSession:
         compare_fail: list[str],
         save_baseline: str | None,
         floors: str = "auto",
+        compare_alpha: str | float | None = None,
     ) -> MiproSession:
         """Raises GateError for a bad gate expression or an unreadable baseline, before any
         case runs."""
         thresholds = [parse_threshold(expr) for expr in compare_fail]
+        alpha = parse_alpha(compare_alpha)
         if thresholds and not compare:
             raise GateError("--mipro-compare-fail needs --mipro-compare PATH|latest")
+        if compare_alpha is not None and not any(isinstance(t, Significant) for t in thresholds):
+            raise GateError("--mipro-compare-alpha applies only to "
+                            "--mipro-compare-fail=METRIC:significant")
         if floors not in FLOOR_MODES:
             raise GateError(f"--mipro-floors {floors!r}: expected one of {', '.join(FLOOR_MODES)}")
         baseline_path = resolve_baseline_path(compare, results_dir) if compare else None
         baseline = load_baseline_records(baseline_path) if baseline_path else []
+        try:
+            preflight(baseline, thresholds)
+        except GateError as exc:
+            raise GateError(f"{exc} (baseline {baseline_path})") from None
         return cls(
             results_dir=results_dir,
             compare_spec=compare,
             thresholds=thresholds,
+            alpha=alpha,
             baseline_path=baseline_path,
             baseline=baseline,
             save_baseline=Path(save_baseline) if save_baseline else None,
@@ -157,9 +174,12 @@ class MiproSession:
 
     def _gate(self, records: list[RunRecord]) -> None:
         try:
-            self.regressions = check(records, self.baseline, self.thresholds)
+            outcome = evaluate(records, self.baseline, self.thresholds, alpha=self.alpha,
+                               selection=session_selection())
         except GateError as exc:
             self.gate_error = f"{exc} (baseline {self.baseline_path})"
+            return
+        self.regressions, self.gate_notes = outcome.failures, outcome.notes
 
     @property
     def failed(self) -> bool:
@@ -192,13 +212,21 @@ class MiproSession:
             return [f"mipro-bench gate: FAILED, cannot compare: {self.gate_error}"]
         if not self.compare_spec:
             return []
+        how = " (the newest comparison_*.json by recorded time)" \
+            if self.compare_spec == "latest" else ""
+        lines = [f"mipro-bench gate: baseline {self.baseline_path}{how}"]
         if not self.records:
-            return ["mipro-bench gate: no case produced a record, nothing to compare"]
+            return [*lines, "mipro-bench gate: no case produced a record, nothing to compare"]
+        if self.gate_notes:
+            lines.append(f"mipro-bench gate: paired significance (two-sided exact McNemar on "
+                         f"per-item correctness, Holm-corrected over {len(self.gate_notes)} "
+                         f"test(s), alpha {self.alpha:g}; CI unadjusted):")
+            lines.extend(f"  {note}" for note in self.gate_notes)
         if self.regressions:
-            return [f"mipro-bench gate: FAILED, {len(self.regressions)} regression(s):",
-                    *(f"  REGRESSION {r.message()}" for r in self.regressions)]
+            return [*lines, f"mipro-bench gate: FAILED, {len(self.regressions)} regression(s):",
+                    *(f"  {r.line()}" for r in self.regressions)]
         done = ", ".join(t.describe() for t in self.thresholds) or "no thresholds"
-        return [f"mipro-bench gate: no regressions ({done})"]
+        return [*lines, f"mipro-bench gate: no regressions ({done})"]
 
     def timing_line(self) -> str | None:
         """How the cases' time split between the LM (the gateway's server-side clock) and
@@ -225,6 +253,28 @@ def lm_time_split(records: list[RunRecord]) -> tuple[float, float] | None:
                 busy += usage.lm_busy_seconds
                 known = True
     return (elapsed, busy) if known else None
+
+
+def session_selection() -> Selection:
+    """What this session was asked to run, for the gate's "case disappeared" rule
+    (gate.Selection): the explicit narrowing options, or another matrix file's own lists."""
+    from mipro_bench.selection import active_choice, active_matrix
+
+    choice = active_choice()
+    optimizers = frozenset(choice.optimizers) if choice.optimizers is not None else None
+    models = frozenset({choice.model}) if choice.model else None
+    if choice.path is not None:
+        cases = active_matrix().cases
+        chosen = {c.optimizer for c in cases}
+        return Selection(optimizers=frozenset(chosen & optimizers if optimizers else chosen),
+                         modes=frozenset(c.mode for c in cases),
+                         seeds=frozenset(c.seed for c in cases),
+                         models=frozenset(c.model for c in cases))
+    modes, seeds = choice.overrides.get("matrix.modes"), choice.overrides.get("matrix.seeds")
+    return Selection(optimizers=optimizers,
+                     modes=frozenset(modes) if modes is not None else None,
+                     seeds=frozenset(seeds) if seeds is not None else None,
+                     models=models)
 
 
 def payload_from_workeroutput(workeroutput: dict[str, Any]) -> str | None:

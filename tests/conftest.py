@@ -4,6 +4,7 @@ the real home."""
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,7 +31,14 @@ _REAL_SERVICE_VARIABLES = (
 )
 
 
+# Hypothesis keeps its example database and constants cache in ./.hypothesis, created when
+# a test module importing it is collected: that would be the repository root. Its storage
+# goes to the temp directory instead (set before any test module imports hypothesis).
+HYPOTHESIS_STORAGE = Path(tempfile.gettempdir()) / "mipro-bench-hypothesis"
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(HYPOTHESIS_STORAGE))
     os.environ["MIPRO_BENCH_DOTENV"] = "0"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"

@@ -72,13 +72,23 @@ def test_predict_reaches_the_gateway(gw: GatewayHandle, engine: str) -> None:
 
 
 def test_threaded_evaluate_counts_every_item(gw: GatewayHandle) -> None:
-    devset = [dspy.Example(query=q, intent="card_arrival").with_inputs("query") for q in QUERIES]
+    # Gold is the simulated LM's own (sequential) answer on even items and another intent on
+    # odd ones, so a metric that really compares intents scores exactly 50 whatever the LM's
+    # quality, and each item's verdict must land on that item under 4 threads.
+    with dspy.context(lm=make_dspy_lm(gw.endpoint, "dspy-ref", "test_eval")):
+        reference = [dspy.Predict(Classify)(query=q).intent for q in QUERIES]
+    others = {i: next(x for x in Intent.__args__ if x != reference[i]) for i in range(len(QUERIES))}
+    gold = [reference[i] if i % 2 == 0 else others[i] for i in range(len(QUERIES))]
+    devset = [dspy.Example(query=q, intent=g).with_inputs("query")
+              for q, g in zip(QUERIES, gold, strict=True)]
     lm = make_dspy_lm(gw.endpoint, "dspy-eval", "test_eval")
-    evaluate = dspy.Evaluate(devset=devset, metric=lambda ex, pred, trace=None: True,
+    evaluate = dspy.Evaluate(devset=devset,
+                             metric=lambda ex, pred, trace=None: pred.intent == ex.intent,
                              num_threads=4, display_progress=False, provide_traceback=True)
     with dspy.context(lm=lm):
         result = evaluate(dspy.Predict(Classify))
-    assert result.score == 100.0
+    assert result.score == 50.0
+    assert [bool(score) for _, _, score in result.results] == [True, False] * 4
     assert gw.usage("dspy-eval")["dspy-eval"]["test_eval"].calls == len(devset)
 
 

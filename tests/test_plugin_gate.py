@@ -133,11 +133,21 @@ def test_a_baseline_of_another_model_is_refused(project: pytest.Pytester) -> Non
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy"],
-     "expected METRIC:POINTS or METRIC:PERCENT%"),
+     "expected METRIC:POINTS, METRIC:PERCENT%"),
     (["--mipro-compare", "latest", "--mipro-compare-fail=accuracy:5"],
      "unknown metric 'accuracy'"),
     (["--mipro-compare-fail=optimized_test_accuracy:5"], "needs --mipro-compare"),
     (["--mipro-compare", "broken.json"], "broken.json: malformed result record"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy:significant:x"],
+     "expected METRIC:significant or METRIC:significant:POINTS"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=improvement:significant"],
+     "improvement has no per-item results"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy:significant",
+      "--mipro-compare-alpha", "0"], "--mipro-compare-alpha '0': expected a number between 0"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=optimized_test_accuracy:significant",
+      "--mipro-compare-alpha", "high"], "--mipro-compare-alpha 'high': expected a number"),
+    (["--mipro-compare", "latest", "--mipro-compare-fail=exact", "--mipro-compare-alpha",
+      "0.1"], "--mipro-compare-alpha applies only to --mipro-compare-fail=METRIC:significant"),
 ])
 def test_bad_gate_options_are_usage_errors_before_any_test(
         project: pytest.Pytester, args: list[str], message: str) -> None:
@@ -146,3 +156,63 @@ def test_bad_gate_options_are_usage_errors_before_any_test(
     assert message in run.stderr
     assert not run.ran
     assert not (project.path / "bad").exists()
+
+
+def test_exact_passes_an_unchanged_rerun_and_names_the_baseline(project: pytest.Pytester) -> None:
+    run = session(project, "--mipro-compare", "latest", "--mipro-compare-fail=exact")
+    assert run.returncode == 0, run.stdout
+    assert "mipro-bench gate: baseline results/comparison_" in run.stdout
+    assert "(the newest comparison_*.json by recorded time)" in run.stdout
+    assert "mipro-bench gate: no regressions (exact)" in run.stdout
+
+
+def test_exact_fails_on_one_changed_prediction(project: pytest.Pytester) -> None:
+    def one_prediction(record: dict) -> None:
+        if record["config"]["mode"] == "instruction_only":
+            record["results"]["per_item"][2]["predicted"] = "card_arrival"
+
+    run = session(project, "--mipro-compare", str(doctor(project, "pred", one_prediction)),
+                  "--mipro-compare-fail=exact", results="pred")
+    assert run.returncode == 1, run.stdout
+    assert "pred.json" in run.stdout.split("mipro-bench gate: baseline ")[1].splitlines()[0]
+    assert (f"CHANGED {CASE}: baseline predictions unchanged; optimized predictions changed on "
+            "1 of 4 items (test:2); prompt changed: no; usage changed: no") in run.stdout
+    assert "fewshot" not in run.stdout.split("regression(s):")[1]
+
+
+def test_exact_against_a_real_lm_baseline_is_a_usage_error(project: pytest.Pytester) -> None:
+    def real(record: dict) -> None:
+        record["lm"]["simulated"] = False
+
+    run = session(project, "--mipro-compare", str(doctor(project, "real", real)),
+                  "--mipro-compare-fail=exact", results="real")
+    assert run.returncode == 4 and not run.ran, run.stdout + run.stderr
+    assert "--mipro-compare-fail=exact needs deterministic runs, but the baseline ran" \
+        in run.stderr
+
+
+def test_significance_prints_every_case(project: pytest.Pytester) -> None:
+    run = session(project, "--mipro-compare", "latest",
+                  "--mipro-compare-fail=optimized_test_accuracy:significant")
+    assert run.returncode == 0, run.stdout
+    assert "paired significance (two-sided exact McNemar on per-item correctness, " \
+           "Holm-corrected over 2 test(s), alpha 0.05; CI unadjusted):" in run.stdout
+    assert f"  {CASE}: optimized_test_accuracy 75.0 -> 75.0 (+0.0 points, 95% CI [+0.0, " \
+           "+0.0], n=4), McNemar p=1.0000, Holm p=1.0000 (m=2): passes" in run.stdout
+    alpha = session(project, "--mipro-compare", "latest", "--mipro-compare-alpha", "0.2",
+                    "--mipro-compare-fail=optimized_test_accuracy:significant")
+    assert "alpha 0.2; CI unadjusted" in alpha.stdout and "80% CI" in alpha.stdout
+
+
+def test_a_vanished_case_fails_unless_the_run_deselected_its_optimizer(
+        project: pytest.Pytester) -> None:
+    data = json.loads((project.path / "baseline.json").read_text())
+    synth = factories.record(optimizer="synth_mipro").to_dict()
+    data["records"].append(synth)
+    (project.path / "more.json").write_text(json.dumps(data))
+    run = session(project, "--mipro-compare", "more.json", results="more")
+    assert run.returncode == 1, run.stdout
+    assert f"  case disappeared: {synth['case_id']}" in run.stdout
+    dspy_only = session(project, "--mipro-compare", "more.json",
+                        "--mipro-optimizers", "dspy_miprov2", results="more-dspy")
+    assert dspy_only.returncode == 0, dspy_only.stdout

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mipro_bench.compare import Comparison, UnsupportedCase, build_comparison
+from mipro_bench.matrix import load_matrix
 from mipro_bench.report import (
     ReportError,
     render_html,
@@ -25,6 +26,11 @@ WEAK = "1" * 20 + "0" * 20
 BASE = "1" * 10 + "0" * 30
 EVIL_PROMPT = 'Classify. <script>alert("x")</script> | ``` </pre> $x^2$ & done'
 EVIL_ERROR = "backend said <b>502</b> | retry"
+# The real "not supported" reason, from the real matrix: longer than the terminal table's
+# 80-character status cell, so the tests below see the cut where it really happens.
+UNSUPPORTED = load_matrix().case("synth_mipro-fewshot-gpt-4.1-nano-seed1")
+REAL_REASON = str(UNSUPPORTED.unsupported)
+FULL_STATUS = f"not supported: {REAL_REASON}"
 
 
 def _records(simulated: bool = True) -> list:
@@ -45,8 +51,7 @@ def _records(simulated: bool = True) -> list:
 def comparison() -> Comparison:
     return build_comparison(
         _records(),
-        unsupported=[UnsupportedCase("synth_mipro", "fewshot", "gpt-4.1-nano",
-                                     "Synth MIPRO is instruction-only")],
+        unsupported=[UnsupportedCase("synth_mipro", "fewshot", "gpt-4.1-nano", REAL_REASON)],
         n_resamples=500, generated_at="2026-01-01T00:00:00+00:00",
     )
 
@@ -67,15 +72,36 @@ def test_plain_table_has_every_row_and_no_escape_codes(comparison: Comparison) -
     for name in ("dspy_miprov2", "synth_mipro", "gepa"):
         assert name in text
     assert "failed: backend said <b>502</b> | retry" in text
-    assert "not supported: Synth MIPRO is instruction-only" in text
+    # The terminal cell holds 80 characters of a status; the full text is elsewhere (below).
+    assert len(FULL_STATUS) > 80
+    assert FULL_STATUS[:77] + "..." in text and FULL_STATUS not in text
     assert "Best val" in text and "own score" in text
     assert "90.0%" in text and "dspy_miprov2 better" in text
 
 
 def test_narrow_table_wraps_but_never_truncates_names(comparison: Comparison) -> None:
     text = render_table(comparison, width=100)
-    assert "..." not in text.replace("[..]", "") and "\u2026" not in text
+    # The one "..." is the end of the long "not supported" status (cut at 80 characters on
+    # purpose); no name and no other cell is cut, however narrow the terminal.
+    assert text.replace("[..]", "").count("...") == 1 and "\u2026" not in text
     assert text.count("dspy_miprov2") >= 2 and "instruction_only" in text
+    assert "synth_mipro" in text and "fewshot" in text and "gpt-4.1-nano" in text
+
+
+def test_the_full_not_supported_reason_is_in_the_skip_line_json_markdown_and_html(
+        comparison: Comparison, tmp_path: Path) -> None:
+    """README: the table cuts a long status at 80 characters; pytest's skip line, the
+    comparison JSON, the Markdown and the HTML report carry the whole reason."""
+    from mipro_bench.benchcase import run_bench_case
+
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        run_bench_case(UNSUPPORTED, item=None, splits=None, endpoint=None,  # type: ignore[arg-type]
+                       results_dir=tmp_path, workdir=tmp_path)  # skips before using them
+    assert skipped.value.msg == FULL_STATUS
+    rows = [r for r in comparison.to_dict()["rows"] if r["status"].startswith("not supported")]
+    assert [r["status"] for r in rows] == [FULL_STATUS]
+    assert FULL_STATUS in render_markdown(comparison).replace("\\", "")
+    assert FULL_STATUS in render_html(comparison)
 
 
 def test_colored_table_uses_ansi(comparison: Comparison) -> None:
@@ -196,7 +222,7 @@ def test_html_shows_prompts_side_by_side_and_the_config(comparison: Comparison) 
     html = render_html(comparison)
     prompts = html.split('id="prompts"', 1)[1].split('id="config"', 1)[0]
     assert prompts.count('class="prompt-col"') == 5  # one column per row
-    assert "Synth MIPRO is instruction-only" in prompts
+    assert FULL_STATUS in prompts
     config = html.split('id="config"', 1)[1]
     assert "digest-test-pane" in config and "&#34;seed&#34;: 1" in config
 

@@ -2,12 +2,17 @@
 
 Chromium's own background connections (updates, sync, safe browsing) are
 switched off by flags; the report loads nothing from the network anyway.
+
+Without Chromium the browser tests skip on a developer's machine, but fail under
+CI=true: CI installs Chromium, and a failed install must not turn into a quiet skip.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +35,32 @@ OPTIMIZED_BLUE = (0x2F, 0x6F, 0xB0)  # the optimized-accuracy bars in charts.acc
 BANNER_YELLOW = (0xFF, 0xF3, 0xCD)  # the SIMULATED LM banner's background
 
 
+def in_ci(env: Mapping[str, str] = os.environ) -> bool:
+    return env.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def require_chromium(found: str | None, env: Mapping[str, str] = os.environ) -> str:
+    """The browser's path; a skip without it, or a failure under CI=true."""
+    if found is None:
+        missing = "chromium is not installed (Debian: apt-get install -y chromium)"
+        if in_ci(env):
+            pytest.fail(f"{missing}; CI=true needs the browser test to run, not to skip")
+        pytest.skip(missing)
+    return found
+
+
+def test_missing_chromium_skips_locally_and_fails_in_ci() -> None:
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        require_chromium(None, env={})
+    with pytest.raises(pytest.fail.Exception, match="CI=true needs the browser test"):
+        require_chromium(None, env={"CI": "true"})
+    assert require_chromium("/usr/bin/chromium", env={"CI": "true"}) == "/usr/bin/chromium"
+
+
 def _chromium(profile: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    if CHROMIUM is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+    browser = require_chromium(CHROMIUM)
     return subprocess.run(
-        [CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args],
+        [browser, *FLAGS, f"--user-data-dir={profile}", *args],
         capture_output=True, text=True, timeout=120, check=False,
     )
 

@@ -59,6 +59,7 @@ def test_shared_options_map_to_the_plugins() -> None:
                      "--dspy-threads", "8", "--synth-concurrency", "16", "-n", "2",
                      "--floors", "enforce", "--results-dir", "out", "--compare", "latest",
                      "--compare-fail", "improvement:5", "--save-baseline", "b.json",
+                     "--compare-alpha", "0.01",
                      "--", "-x", "-k", "dspy")
     expected = {
         "--mipro-train-size": "20", "--mipro-val-size": "10", "--mipro-test-size": "40",
@@ -66,7 +67,7 @@ def test_shared_options_map_to_the_plugins() -> None:
         "--mipro-seeds": "1,2", "--mipro-modes": "instruction_only",
         "--mipro-dspy-threads": "8", "--mipro-synth-concurrency": "16", "-n": "2",
         "--mipro-floors": "enforce", "--mipro-results-dir": "out", "--mipro-compare": "latest",
-        "--mipro-save-baseline": "b.json",
+        "--mipro-save-baseline": "b.json", "--mipro-compare-alpha": "0.01",
     }
     for flag, value in expected.items():
         assert value_of(args, flag) == value, flag
@@ -94,6 +95,9 @@ def test_verbose_gives_pytests_own_output_back() -> None:
     (["--compare-fail", "improvement:5"], "--compare-fail needs --compare"),
     (["--compare", "latest", "--compare-fail", "accuracy"], "expected METRIC:POINTS"),
     (["--compare", "/no/such/baseline.json"], "no such file"),
+    (["--compare", "latest", "--compare-fail", "optimized_test_accuracy:significant:x"],
+     "METRIC:significant:POINTS"),
+    (["--compare", "latest", "--compare-alpha", "1.5"], "--compare-alpha '1.5': expected a number"),
     (["--data-dir", "/no/such/dir"], "no such directory"),
     (["-n", "lots"], "expected a number or 'auto'"),
     (["--budget", "dspy_miprov2.trails=3"], "unknown key(s) trails"),

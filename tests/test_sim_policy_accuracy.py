@@ -9,7 +9,6 @@ above chance and below the ceiling, and a signal when they add hints or demos.
 from __future__ import annotations
 
 import re
-import timeit
 from pathlib import Path
 from typing import Literal
 
@@ -113,15 +112,8 @@ def test_dspy_and_task_app_prompts_mean_the_same_baseline(panel: Splits) -> None
     assert via_dspy == answers(BASELINE_INSTRUCTION, panel)
 
 
-def test_a_classification_call_takes_well_under_a_millisecond(panel: Splits) -> None:
-    lm = SimulatedLM()
-    bodies = [task_app_body(BASELINE_INSTRUCTION, ex, panel.labels) for ex in panel.test.examples]
-    for body in bodies[:20]:
-        lm.complete(body)  # warm the per-prompt index cache, as a real run would
-    best = min(timeit.repeat(lambda: [lm.complete(b) for b in bodies], number=1, repeat=3))
-    per_call_us = best / len(bodies) * 1e6
-    print(f"simulated LM: {per_call_us:.0f} us per 77-label classification call")
-    assert per_call_us < 1000
+# The simulated LM's cost per 77-label call is measured, not asserted, in
+# benchmarks/perf/test_sim_lm_throughput.py (test_policy_alone).
 
 
 def test_dspy_miprov2_finds_a_better_instruction_through_the_gateway(

@@ -159,20 +159,21 @@ def test_the_real_home_directory_is_left_alone(stack: Stack, panel: Splits) -> N
 # --- failures end as failed jobs, quickly ---------------------------------------------------------
 
 
-def _timed_failure(config: dict[str, Any], backend: LocalBackend, **kw: Any) -> tuple[Any, float]:
-    started = time.monotonic()
+def _failure(config: dict[str, Any], backend: LocalBackend, **kw: Any) -> Any:
+    """The result of a job expected to fail. A job that hangs instead fails the test through
+    the poller's timeout; how fast a failing job ends is counted (rollouts spent before it
+    stopped), not timed: two shared cores make wall-clock limits fail for the wrong reason."""
     _, result = submit_and_poll(config, backend, **kw)
-    return result, time.monotonic() - started
+    return result
 
 
 def test_an_unreachable_task_app_fails_the_job_with_a_clear_error(stack: Stack,
                                                                   panel: Splits) -> None:
     dead = f"http://127.0.0.1:{find_free_port()}"
     config = job_config(panel, task_app_url=dead, model=MODEL, job=settings())
-    result, seconds = _timed_failure(config, stack.backend, skip_health_check=True)
+    result = _failure(config, stack.backend, skip_health_check=True)
     assert result.failed
     assert "unreachable" in result.error and dead in result.error
-    assert seconds < 20
 
 
 def test_a_task_app_that_fails_every_rollout_fails_the_job(panel: Splits, synth_env: Any) -> None:
@@ -183,23 +184,23 @@ def test_a_task_app_that_fails_every_rollout_fails_the_job(panel: Splits, synth_
     ):
         config = job_config(panel, task_app_url=broken.url, model=MODEL,
                             job=settings(rollouts=40))
-        result, seconds = _timed_failure(config, backend)
+        result = _failure(config, backend)
     assert result.failed
     assert "rollouts in a row failed" in result.error and "HTTP 500" in result.error
-    assert 0 < broken.rollouts <= 40 and seconds < 30
+    assert 0 < broken.rollouts < 40  # stopped at the outage rule, not at the budget
 
 
 def test_a_dead_lm_fails_the_job_not_the_poller(stack: Stack, panel: Splits) -> None:
     stack.gateway.set_knobs(error_rate=1.0, error_status=500)
     config = job_config(panel, task_app_url=stack.task_app.url, model=MODEL, job=settings())
-    result, seconds = _timed_failure(config, stack.backend)
+    result = _failure(config, stack.backend)
     assert result.failed and "meta model failed all" in result.error
     # Without proposals the rollouts themselves hit the dead LM: still a failed job.
     config = job_config(panel, task_app_url=stack.task_app.url, model=MODEL,
                         job=settings(num_candidates=0))
-    result, seconds = _timed_failure(config, stack.backend)
+    result = _failure(config, stack.backend)
     assert result.failed and "rollouts in a row failed" in result.error
-    assert stack.task_app.rollouts <= 40 and seconds < 30
+    assert stack.task_app.rollouts < 40  # stopped at the outage rule, not at the budget
 
 
 def test_one_failing_rollout_costs_its_reward_not_the_job(stack: Stack, panel: Splits) -> None:
