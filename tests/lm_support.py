@@ -83,10 +83,11 @@ class CountingUpstream:
         upstream = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+            def do_POST(self) -> None:  # http.server's naming
                 raw = self.rfile.read(int(self.headers.get("content-length") or 0))
                 with upstream._lock:
-                    upstream.requests.append({"path": self.path, "headers": dict(self.headers),
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    upstream.requests.append({"path": self.path, "headers": headers,
                                               "body": raw})
                 payload = json.loads(raw or b"{}")
                 answer = json.dumps({

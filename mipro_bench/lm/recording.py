@@ -70,6 +70,11 @@ def write_session_meta(journal_dir: Path, settings: LMSettings) -> None:
         pass
 
 
+def _starts_like_gzip(path: Path) -> bool:
+    with path.open("rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -164,9 +169,11 @@ class Recording:
         try:
             with gzip.open(source, "rb") as f:
                 lines = f.read().splitlines()
-        except gzip.BadGzipFile:
-            raise RecordingError(f"recording {source} is not gzip data: not a "
-                                 f"{FORMAT} file") from None
+        except gzip.BadGzipFile as exc:
+            if not _starts_like_gzip(source):
+                raise RecordingError(f"recording {source} is not gzip data: not a "
+                                     f"{FORMAT} file") from None
+            raise RecordingError(f"recording {source} is corrupt (gzip: {exc})") from None
         except EOFError:
             raise RecordingError(f"recording {source} is truncated (the gzip stream ends "
                                  "early); save it again") from None
