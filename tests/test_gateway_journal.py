@@ -287,3 +287,31 @@ def test_old_usage_records_read_without_replayed_calls() -> None:
     assert (PhaseUsage(calls=2, replayed_calls=1) + PhaseUsage(calls=1)).replayed_calls == 1
     settings, _ = resolve_lm_settings(env={})
     assert settings.simulated
+
+
+@pytest.fixture(scope="module")
+def resuming(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayHandle]:
+    journal_dir = tmp_path_factory.mktemp("fuzz-journal")
+    with start_gateway(SIM, journal_dir=journal_dir) as gw:
+        assert post(gw, chat_body()).status_code == 200
+    with start_gateway(SIM, journal_dir=journal_dir, replay_mode="resume",
+                       replay=Recording.from_journal_dir(journal_dir)) as gw:
+        yield gw
+
+
+def test_fuzzed_bodies_never_get_a_5xx_with_journal_and_replay(resuming: GatewayHandle) -> None:
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.test_gateway import _bodies
+
+    @settings(max_examples=100, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(body=_bodies)
+    def check(body: dict[str, Any]) -> None:
+        response = post(resuming, body, scope="fuzz")
+        assert response.status_code < 500, (body, response.text)
+        assert "error" in response.json() or "choices" in response.json()
+
+    check()
+    lines = journal_lines(resuming.journal_dir or Path(), "fuzz")  # every one journaled
+    assert lines and all(isinstance(line["response"], dict) for line in lines)

@@ -28,11 +28,18 @@ SEMANTIC_FIELDS = (
 
 def _normal(value: Any) -> Any:
     """Equal meaning -> equal value: integral floats become ints, null members drop out."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+    kind = type(value)
+    if kind is str:  # most leaves (prompt text): the fast path first
+        return value
+    if kind is dict:
+        return {k: _normal(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        return [_normal(v) for v in value]
+    if kind is float:
+        return int(value) if value.is_integer() else value
     if isinstance(value, Mapping):
         return {str(k): _normal(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list | tuple):
+    if isinstance(value, tuple):
         return [_normal(v) for v in value]
     return value
 
