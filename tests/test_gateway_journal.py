@@ -4,7 +4,9 @@ strict replay through a real gateway, and the fingerprint that decides "same cal
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -315,3 +317,55 @@ def test_fuzzed_bodies_never_get_a_5xx_with_journal_and_replay(resuming: Gateway
     check()
     lines = journal_lines(resuming.journal_dir or Path(), "fuzz")  # every one journaled
     assert lines and all(isinstance(line["response"], dict) for line in lines)
+
+
+_SERVE_AND_WAIT = """
+import sys, time
+from pathlib import Path
+from mipro_bench.lm.gateway import start_gateway
+from mipro_bench.lm.settings import LMSettings
+settings = LMSettings(backend="sim", model="gpt-4.1-nano", base_url=None)
+with start_gateway(settings, journal_dir=Path(sys.argv[1]), testing=True) as gw:
+    print(gw.url, gw.token, flush=True)
+    time.sleep(300)
+"""
+
+
+def test_kill_9_loses_only_the_call_in_flight(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(root), os.environ.get("PYTHONPATH", "")])}
+    journal_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _SERVE_AND_WAIT, str(journal_dir)],
+                            stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url, token = proc.stdout.readline().split()
+        headers = {"Authorization": f"Bearer {token}"}
+        chat = f"{url}/s/killed/optimize/v1/chat/completions"
+        for i in range(20):
+            assert HTTP.post(chat, json=chat_body(f"card {i}"),
+                             headers=headers).status_code == 200
+        assert HTTP.post(f"{url}/admin/knobs", json={"latency_s": 30},
+                         headers=headers).status_code == 200
+        threading.Thread(target=lambda: _post_ignoring_errors(chat, headers),
+                         daemon=True).start()
+        time.sleep(0.5)  # the 21st call is in flight, sleeping in the gateway
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    read = read_journal_dir(journal_dir)
+    assert (len(read.entries), read.torn_lines) == (20, 0)
+    assert sorted(e.request["messages"][1]["content"] for e in read.entries) == sorted(
+        chat_body(f"card {i}")["messages"][1]["content"] for i in range(20))
+
+
+def _post_ignoring_errors(url: str, headers: dict[str, str]) -> None:
+    with contextlib.suppress(httpx.HTTPError):  # the server is killed under it
+        HTTP.post(url, json=chat_body("in flight"), headers=headers, timeout=60)
