@@ -76,6 +76,10 @@ class PhaseUsage:
     # equal whatever their clocks said.
     lm_seconds: float | None = field(default=None, compare=False)
     lm_busy_seconds: float | None = field(default=None, compare=False)
+    # Of `calls`, how many were answered from a recording (replay/resume) rather than by the
+    # LM now. Like timing it says how the calls were obtained, not what was spent, so a
+    # replayed run compares equal to the run it replays; older records read as 0.
+    replayed_calls: int = field(default=0, compare=False)
 
     def __add__(self, other: PhaseUsage) -> PhaseUsage:
         return PhaseUsage(
@@ -86,6 +90,7 @@ class PhaseUsage:
             errors=self.errors + other.errors,
             lm_seconds=_add_known(self.lm_seconds, other.lm_seconds),
             lm_busy_seconds=_add_known(self.lm_busy_seconds, other.lm_busy_seconds),
+            replayed_calls=self.replayed_calls + other.replayed_calls,
         )
 
 

@@ -18,9 +18,10 @@ from mipro_bench.lm.settings import resolve_lm_settings
 
 
 def sim_gateway() -> contextlib.AbstractContextManager[GatewayHandle]:
-    """A gateway on the simulated LM, with the settings a run without keys resolves to."""
+    """A gateway on the simulated LM, with the settings a run without keys resolves to
+    (started for testing: its knobs may be changed over HTTP too)."""
     settings, _ = resolve_lm_settings(env={})
-    return start_gateway(settings)
+    return start_gateway(settings, testing=True)
 
 
 class RecordingResponder:
@@ -59,3 +60,68 @@ def recording_gateway() -> Iterator[tuple[GatewayHandle, RecordingResponder]]:
         recorder = RecordingResponder(handle.gateway.responder)
         handle.gateway.responder = recorder
         yield handle, recorder
+
+
+class CountingUpstream:
+    """A tiny real OpenAI-like HTTP server (stdlib, its own thread) that counts what reaches
+    it and answers every chat call with one canned completion. Not our gateway app, so a
+    test of the gateway's own checks cannot be fooled by sharing its code."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, Any]] = []  # {"path", "headers", "body"} per request
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self.requests)
+
+    def handler(self) -> type:
+        import json
+        from http.server import BaseHTTPRequestHandler
+
+        upstream = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # http.server's naming
+                raw = self.rfile.read(int(self.headers.get("content-length") or 0))
+                with upstream._lock:
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    upstream.requests.append({"path": self.path, "headers": headers,
+                                              "body": raw})
+                payload = json.loads(raw or b"{}")
+                answer = json.dumps({
+                    "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                    "model": payload.get("model", "m"),
+                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                        "role": "assistant", "content": f"answer {upstream.count}"}}],
+                    "usage": {"prompt_tokens": 11, "completion_tokens": 3,
+                              "total_tokens": 14}}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        return Handler
+
+
+@contextlib.contextmanager
+def counting_upstream() -> Iterator[tuple[str, CountingUpstream]]:
+    """(base URL ending in /v1, the counter) of a CountingUpstream served on 127.0.0.1."""
+    from http.server import ThreadingHTTPServer
+
+    upstream = CountingUpstream()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), upstream.handler())
+    thread = threading.Thread(target=server.serve_forever, name="counting-upstream",
+                              daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/v1", upstream
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)

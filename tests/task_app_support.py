@@ -65,6 +65,8 @@ class Relay:
 
     upstream_base: str
     strip_tools: bool = False
+    # The key sent upstream (e.g. the gateway's token); None relays the caller's own header.
+    upstream_key: str | None = None
     calls: list[RecordedCall] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -82,7 +84,8 @@ class Relay:
                 body.pop("tool_choice", None)
             upstream = await client["http"].post(
                 self.upstream_base + "/chat/completions", json=body,
-                headers={"authorization": request.headers.get("authorization", "")})
+                headers={"authorization": f"Bearer {self.upstream_key}" if self.upstream_key
+                         else request.headers.get("authorization", "")})
             return Response(upstream.content, status_code=upstream.status_code,
                             media_type="application/json")
 

@@ -11,7 +11,6 @@ import dspy
 import pytest
 
 from mipro_bench.lm.dspy_lm import CACHE_SUBDIR, isolated_dspy_cache, make_dspy_lm
-from mipro_bench.lm.endpoint import GATEWAY_API_KEY
 from mipro_bench.lm.gateway import GatewayHandle
 
 Intent = Literal["card_arrival", "exchange_rate", "lost_or_stolen_card", "card_linking"]
@@ -46,7 +45,7 @@ def test_make_dspy_lm_points_at_the_scoped_gateway(gw: GatewayHandle) -> None:
     lm = make_dspy_lm(gw.endpoint, "dspy-s0", "optimize")
     assert lm.model == "openai/gpt-4.1-nano"
     assert lm.kwargs["api_base"] == f"{gw.url}/s/dspy-s0/optimize/v1"
-    assert lm.kwargs["api_key"] == GATEWAY_API_KEY
+    assert lm.kwargs["api_key"] == gw.token  # the gateway's per-run token, never a real key
     assert lm.cache is False
     assert lm.kwargs["temperature"] == 0.0
     assert lm.num_retries <= 3

@@ -1,7 +1,8 @@
 """The forwarding gateway: real key injected upstream only, retries bounded, 502 at the end.
 
 The upstream is a second, simulated gateway (the real app, served on another
-port) wrapped to record the Authorization headers it receives; a few cases
+port, whose token is the configured "real" key) wrapped to record the
+Authorization headers it receives; a few cases
 need an upstream that behaves like OpenAI on errors (echoing the key in a 401,
 pricing a dated model name): that one is a small stand-in app defined here.
 """
@@ -21,7 +22,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mipro_bench.lm.endpoint import GATEWAY_API_KEY
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.gateway_app import Gateway, build_app
 from mipro_bench.lm.retry import RetryPolicy
@@ -75,9 +75,10 @@ class Upstream:
 
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    gateway = Gateway(SimResponder(model="gpt-4.1-nano"), model="gpt-4.1-nano")
+    gateway = Gateway(SimResponder(model="gpt-4.1-nano"), model="gpt-4.1-nano", token=SECRET)
     recorder = HeaderRecorder(build_app(gateway))
-    with serve_in_thread(recorder, name="upstream") as server:
+    with serve_in_thread(recorder, name="upstream",
+                         health_headers={"authorization": f"Bearer {SECRET}"}) as server:
         yield Upstream(gateway, server, recorder)
 
 
@@ -89,13 +90,14 @@ def forward_settings(base_url: str) -> LMSettings:
 @pytest.fixture
 def front(upstream: Upstream, monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayHandle]:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
-    with start_gateway(forward_settings(upstream.base_url), retry=FAST_RETRY) as handle:
+    with start_gateway(forward_settings(upstream.base_url), retry=FAST_RETRY,
+                       testing=True) as handle:
         yield handle
 
 
 def post(front: GatewayHandle, payload: Any, phase: str = "optimize") -> httpx.Response:
     return HTTP.post(front.endpoint.base_url("opt", phase) + "/chat/completions", json=payload,
-                     headers={"authorization": f"Bearer {GATEWAY_API_KEY}"})
+                     headers=front.auth_headers)
 
 
 def test_forwards_with_the_real_key_and_counts(front: GatewayHandle,
@@ -109,7 +111,7 @@ def test_forwards_with_the_real_key_and_counts(front: GatewayHandle,
     assert data["system_fingerprint"] == "mipro-bench-simulated"
     assert front.usage() == {"opt": {"optimize": PhaseUsage(
         1, data["usage"]["prompt_tokens"], data["usage"]["completion_tokens"], None, 0)}}
-    health = HTTP.get(front.url + "/health").json()
+    health = HTTP.get(front.url + "/health", headers=front.auth_headers).json()
     assert health["simulated"] is False
     assert health["backend"] == "compatible"
 
@@ -155,7 +157,7 @@ def test_unreachable_upstream_is_a_502(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_request_is_refused_before_forwarding(front: GatewayHandle,
                                                   upstream: Upstream) -> None:
     response = HTTP.post(front.endpoint.base_url("opt", "p") + "/chat/completions",
-                         content=b"{nope")
+                         content=b"{nope", headers=front.auth_headers)
     assert response.status_code == 400
     assert upstream.recorder.authorizations == []
 
@@ -229,7 +231,7 @@ def test_the_key_never_comes_back(openai_front: GatewayHandle, front: GatewayHan
     texts.append(post(front, body()).text)
     for gw in (openai_front, front):
         for path in ("/usage", "/health", "/v1/models", "/admin/knobs"):
-            texts.append(HTTP.get(gw.url + path).text)
+            texts.append(HTTP.get(gw.url + path, headers=gw.auth_headers).text)
         texts.append(repr(gw.usage()))
         texts.append(repr(gw.settings))
     out, err = capfd.readouterr()
@@ -246,7 +248,9 @@ def test_forwarding_without_base_url_is_refused() -> None:
 
 
 def test_knob_only_for_sim_is_refused_when_forwarding(front: GatewayHandle) -> None:
-    response = HTTP.post(front.url + "/admin/knobs", json={"malformed_rate": 0.5})
+    response = HTTP.post(front.url + "/admin/knobs", json={"malformed_rate": 0.5},
+                         headers=front.auth_headers)
     assert response.status_code == 400
     assert "simulated" in response.json()["error"]["message"]
-    assert json.loads(HTTP.get(front.url + "/admin/knobs").text)["malformed_rate"] == 0.0
+    knobs = HTTP.get(front.url + "/admin/knobs", headers=front.auth_headers)
+    assert json.loads(knobs.text)["malformed_rate"] == 0.0

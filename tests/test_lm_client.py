@@ -52,8 +52,8 @@ async def test_success_returns_the_completion(gw: GatewayHandle) -> None:
 
 async def test_full_chat_url_is_accepted_too(gw: GatewayHandle) -> None:
     async with ChatClient(retry=POLICY) as client:
-        await client.chat(base(gw) + "/chat/completions", None, BODY)
-        await client.chat(base(gw) + "/", None, BODY)
+        await client.chat(base(gw) + "/chat/completions", gw.token, BODY)
+        await client.chat(base(gw) + "/", gw.token, BODY)
     assert server_side(gw).calls == 2
 
 
@@ -62,7 +62,7 @@ async def test_transient_errors_are_retried_until_success(gw: GatewayHandle,
                                                           status: int) -> None:
     gw.set_knobs(fail_next=2, error_status=status, retry_after_s=0.01)
     async with ChatClient(retry=POLICY) as client:
-        data = await client.chat(base(gw), None, BODY)
+        data = await client.chat(base(gw), gw.token, BODY)
     assert data["choices"]
     assert server_side(gw) == PhaseUsage(calls=1, input_tokens=data["usage"]["prompt_tokens"],
                                          output_tokens=data["usage"]["completion_tokens"],
@@ -73,7 +73,7 @@ async def test_retries_stop_at_the_bound_with_a_typed_error(gw: GatewayHandle) -
     gw.set_knobs(error_rate=1.0, error_status=500)
     async with ChatClient(retry=POLICY) as client:
         with pytest.raises(LMCallError) as info:
-            await client.chat(base(gw), None, BODY)
+            await client.chat(base(gw), gw.token, BODY)
     assert info.value.status == 500
     assert info.value.attempts == POLICY.max_attempts
     assert "on all 4 attempts" in str(info.value)
@@ -95,10 +95,10 @@ async def test_retry_after_is_honoured(gw: GatewayHandle, monkeypatch: pytest.Mo
     gw.set_knobs(fail_next=1, error_status=429, retry_after_s=0.5)
     async with ChatClient(retry=POLICY) as client:
         started = time.perf_counter()
-        await client.chat(base(gw), None, BODY)
+        await client.chat(base(gw), gw.token, BODY)
         with_header = time.perf_counter() - started
         gw.set_knobs(fail_next=1, error_status=429, retry_after_s=None)
-        await client.chat(base(gw), None, BODY)
+        await client.chat(base(gw), gw.token, BODY)
     assert with_header >= 0.5  # a lower bound: the sleep guarantees it
     assert len(waits) == 2
     assert waits[0] == 0.5  # the server's Retry-After
@@ -110,7 +110,7 @@ async def test_retry_after_is_honoured(gw: GatewayHandle, monkeypatch: pytest.Mo
 async def test_client_errors_are_not_retried(gw: GatewayHandle) -> None:
     async with ChatClient(retry=POLICY) as client:
         with pytest.raises(LMCallError) as info:
-            await client.chat(base(gw), None, {"messages": []})
+            await client.chat(base(gw), gw.token, {"messages": []})
     assert info.value.status == 400
     assert info.value.attempts == 1
     assert "messages" in str(info.value)
@@ -132,7 +132,7 @@ async def test_timeouts_are_bounded(gw: GatewayHandle) -> None:
     policy = RetryPolicy(max_attempts=2, initial_backoff_s=0.01, jitter_s=0.0)
     async with ChatClient(timeout_s=0.2, retry=policy) as client:
         with pytest.raises(LMCallError) as info:
-            await client.chat(base(gw), None, BODY)
+            await client.chat(base(gw), gw.token, BODY)
     # Without the timeout both calls would have been answered after 1 s: a typed timeout
     # after exactly the policy's attempts is the proof, no wall-clock limit needed.
     assert info.value.status is None
@@ -142,14 +142,14 @@ async def test_timeouts_are_bounded(gw: GatewayHandle) -> None:
 
 async def test_one_client_serves_concurrent_calls(gw: GatewayHandle) -> None:
     async with ChatClient(retry=POLICY) as client:
-        results = await asyncio.gather(*[client.chat(base(gw), None, BODY) for _ in range(20)])
+        results = await asyncio.gather(*[client.chat(base(gw), gw.token, BODY) for _ in range(20)])
     assert len(results) == 20
     assert server_side(gw).calls == 20
 
 
 async def test_module_level_chat_shares_one_client_per_loop(gw: GatewayHandle) -> None:
-    await chat(base(gw), None, BODY)
-    await chat(base(gw), None, BODY)
+    await chat(base(gw), gw.token, BODY)
+    await chat(base(gw), gw.token, BODY)
     loop = asyncio.get_running_loop()
     assert loop in client_module._shared
     assert server_side(gw).calls == 2
@@ -158,10 +158,10 @@ async def test_module_level_chat_shares_one_client_per_loop(gw: GatewayHandle) -
 def test_sync_client_retries_and_raises(gw: GatewayHandle) -> None:
     gw.set_knobs(fail_next=1, error_status=503)
     with SyncChatClient(retry=POLICY) as client:
-        assert client.chat(base(gw), None, BODY)["choices"]
+        assert client.chat(base(gw), gw.token, BODY)["choices"]
         gw.set_knobs(error_rate=1.0, error_status=429, retry_after_s=0.01)
         with pytest.raises(LMCallError) as info:
-            client.chat(base(gw), None, BODY)
+            client.chat(base(gw), gw.token, BODY)
     assert info.value.status == 429
     assert info.value.attempts == POLICY.max_attempts
     assert server_side(gw) == PhaseUsage(

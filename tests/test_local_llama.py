@@ -85,7 +85,7 @@ def test_real_local_model_answers_through_the_gateway(tmp_path: Path) -> None:
             gw.endpoint.base_url("local", "smoke") + "/chat/completions",
             json={"model": "smollm2-135m", "max_tokens": 8,
                   "messages": [{"role": "user", "content": "Say hi."}]},
-            timeout=120,
+            headers=gw.auth_headers, timeout=120,
         )
         assert response.status_code == 200, response.text
         usage = gw.usage("local")["local"]["smoke"]

@@ -139,7 +139,7 @@ def test_dspy_miprov2_finds_a_better_instruction_through_the_gateway(
         lm = dspy.LM(
             f"openai/{settings.model}",
             api_base=gateway.endpoint.base_url("sim-policy-test", "optimize"),
-            api_key="sim",
+            api_key=gateway.endpoint.api_key,
             temperature=0.0,
             cache=False,
             num_retries=0,

@@ -128,8 +128,9 @@ def _headers(rng: random.Random) -> dict[str, str | bytes]:
     return headers
 
 
-def generate(rng: random.Random, inference_url: str) -> Iterator[Fuzzed]:
-    valid = rollout_body(0, inference_url)
+def generate(rng: random.Random, inference_url: str,
+             api_key: str | None = None) -> Iterator[Fuzzed]:
+    valid = rollout_body(0, inference_url, api_key=api_key)
     for _ in range(N_REQUESTS):
         kind = rng.random()
         headers = _headers(rng)
@@ -178,7 +179,7 @@ def app_server() -> Iterator[TaskAppServer]:
 async def test_no_hostile_request_gets_a_500(app_server: TaskAppServer,
                                              gateway: GatewayHandle) -> None:
     inference_url = gateway.endpoint.base_url("fuzz", "rollout")
-    requests = list(generate(random.Random(FUZZ_SEED), inference_url))
+    requests = list(generate(random.Random(FUZZ_SEED), inference_url, gateway.token))
     statuses: dict[int, int] = {}
     failures: list[str] = []
     queue: asyncio.Queue[tuple[int, Fuzzed]] = asyncio.Queue()
@@ -211,7 +212,8 @@ async def test_no_hostile_request_gets_a_500(app_server: TaskAppServer,
     async with httpx.AsyncClient(base_url=app_server.url, headers=app_server.headers,
                                  timeout=30, trust_env=False) as client:
         assert (await client.get("/health")).status_code == 200
-        response = await client.post("/rollout", json=rollout_body(3, inference_url))
+        response = await client.post("/rollout", json=rollout_body(3, inference_url,
+                                                                   api_key=gateway.token))
         assert response.status_code == 200
         out = RolloutResponse.model_validate(response.json())
         assert out.success_status is not None and out.success_status.value == "success"

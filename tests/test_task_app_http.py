@@ -75,7 +75,8 @@ def _direct_prediction(gateway: GatewayHandle, query: str, labels: tuple[str, ..
             "tools": [classify_tool(labels)], "tool_choice": tool_choice(),
             "temperature": 0.0, "max_tokens": 256}
     url = gateway.endpoint.base_url("direct", "check") + "/chat/completions"
-    data = httpx.post(url, json=body, timeout=30, trust_env=False).json()
+    data = httpx.post(url, json=body, headers=gateway.auth_headers, timeout=30,
+                      trust_env=False).json()
     call = data["choices"][0]["message"]["tool_calls"][0]["function"]
     return map_to_label(intent_from_tool_arguments(call["arguments"]), labels)
 
@@ -113,7 +114,7 @@ def test_rewards_match_direct_classification_on_every_split(
 def test_default_split_is_train(client: httpx.Client, gateway: GatewayHandle,
                                 panel: Splits) -> None:
     url = gateway.endpoint.base_url("task_app_test", "rollout")
-    out = _post_rollout(client, rollout_body(5, url, split=None))
+    out = _post_rollout(client, rollout_body(5, url, split=None, api_key=gateway.token))
     assert out.reward_info.details["split"] == "train"
     assert out.reward_info.details["example_id"] == panel.train[5].id
 
@@ -121,7 +122,8 @@ def test_default_split_is_train(client: httpx.Client, gateway: GatewayHandle,
 def test_trace_carries_the_messages_and_answer(client: httpx.Client,
                                                gateway: GatewayHandle, panel: Splits) -> None:
     url = gateway.endpoint.base_url("task_app_test", "rollout")
-    out = _post_rollout(client, rollout_body(2, url, split="val", trace_id="tr-9"))
+    out = _post_rollout(client, rollout_body(2, url, split="val", trace_id="tr-9",
+                                             api_key=gateway.token))
     assert out.trace is not None
     event = out.trace["event_history"][0]
     assert event["llm_request"]["messages"] == build_messages(
@@ -135,7 +137,7 @@ def test_trace_carries_the_messages_and_answer(client: httpx.Client,
 
 def test_interceptor_sees_the_initial_prompt_patterns_filled(
         client: httpx.Client, gateway: GatewayHandle, panel: Splits) -> None:
-    relay = Relay(gateway.endpoint.base_url("relay", "rollout"))
+    relay = Relay(gateway.endpoint.base_url("relay", "rollout"), upstream_key=gateway.token)
     with serve_in_thread(relay.app(), health_path=None, name="relay") as running:
         url = f"{running.url}/v1/trial-1/cid-7?cid=cid-7"  # Synth's interceptor URL shape
         seeds = range(len(panel.test))
@@ -165,7 +167,8 @@ def test_interceptor_sees_the_initial_prompt_patterns_filled(
 def test_plain_text_answers_are_parsed(client: httpx.Client, gateway: GatewayHandle,
                                        panel: Splits) -> None:
     """A server that ignores tools answers in text; the text goes through map_to_label."""
-    relay = Relay(gateway.endpoint.base_url("relay", "text"), strip_tools=True)
+    relay = Relay(gateway.endpoint.base_url("relay", "text"), strip_tools=True,
+                  upstream_key=gateway.token)
     direct_url = gateway.endpoint.base_url("direct", "text") + "/chat/completions"
     with serve_in_thread(relay.app(), health_path=None, name="text relay") as running:
         for seed, example in enumerate(panel.train.examples[:12]):
@@ -176,7 +179,8 @@ def test_plain_text_answers_are_parsed(client: httpx.Client, gateway: GatewayHan
                          "messages": build_messages(BASELINE_INSTRUCTION, example.text,
                                                     panel.labels),
                          "temperature": 0.0, "max_tokens": 256}
-            text = httpx.post(direct_url, json=text_body, trust_env=False).json()[
+            text = httpx.post(direct_url, json=text_body, headers=gateway.auth_headers,
+                              trust_env=False).json()[
                 "choices"][0]["message"]["content"]
             assert details["raw_answer"] == text
             assert details["prediction"] == map_to_label(text, panel.labels)
@@ -191,7 +195,7 @@ def test_lm_failure_scores_zero_and_records_the_error(client: httpx.Client,
     url = gateway.endpoint.base_url("task_app_test", "faults")
     gateway.set_knobs(error_rate=1.0, error_status=500)
     try:
-        out = _post_rollout(client, rollout_body(0, url))
+        out = _post_rollout(client, rollout_body(0, url, api_key=gateway.token))
     finally:
         gateway.set_knobs(error_rate=0.0, error_status=429)
     assert out.reward_info.outcome_reward == 0.0
@@ -202,14 +206,14 @@ def test_lm_failure_scores_zero_and_records_the_error(client: httpx.Client,
     assert "500" in (out.status_detail or "")
     assert out.reward_info.details["prediction"] is None
     # the app keeps serving, and the next rollout succeeds
-    again = _post_rollout(client, rollout_body(0, url))
+    again = _post_rollout(client, rollout_body(0, url, api_key=gateway.token))
     assert again.success_status is not None and again.success_status.value == "success"
 
 
 def test_retryable_errors_are_retried(client: httpx.Client, gateway: GatewayHandle) -> None:
     url = gateway.endpoint.base_url("task_app_test", "retry")
     gateway.set_knobs(fail_next=1, error_status=503)
-    out = _post_rollout(client, rollout_body(1, url))
+    out = _post_rollout(client, rollout_body(1, url, api_key=gateway.token))
     assert out.success_status is not None and out.success_status.value == "success"
     assert gateway.usage("task_app_test")["task_app_test"]["retry"].errors == 1
 
@@ -341,7 +345,8 @@ async def test_concurrent_rollouts_overlap(app_server: TaskAppServer,
             loop = asyncio.get_running_loop()
             started = loop.time()
             responses = await asyncio.gather(*(
-                ac.post("/rollout", json=rollout_body(seed, url, trace_id=f"c{seed}"))
+                ac.post("/rollout", json=rollout_body(seed, url, trace_id=f"c{seed}",
+                                                      api_key=gateway.token))
                 for seed in range(16)))
             elapsed = loop.time() - started
     finally:

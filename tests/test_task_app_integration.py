@@ -35,8 +35,9 @@ async def test_real_panel_rewards_match_direct_classification(real_data_dir: Pat
                 async with sem:
                     rollout = await client.post(
                         app.url + "/rollout", headers=app.headers,
-                        json=rollout_body(seed, url, split="test", trace_id=f"r{seed}"))
-                    direct = await client.post(direct_url, json={
+                        json=rollout_body(seed, url, split="test", trace_id=f"r{seed}",
+                                          api_key=gateway.token))
+                    direct = await client.post(direct_url, headers=gateway.auth_headers, json={
                         "model": SIM_SETTINGS.model,
                         "messages": build_messages(BASELINE_INSTRUCTION, example.text,
                                                    splits.labels),

@@ -77,10 +77,14 @@ def gw(sim_settings: LMSettings) -> Iterator[GatewayHandle]:
 
 @pytest.fixture(scope="module")
 def forwarding_gw(gw: GatewayHandle) -> Iterator[GatewayHandle]:
+    # The upstream is another gateway: its token is the "real" key the forwarder sends.
     settings = LMSettings(backend="compatible", model="gpt-4.1-nano",
-                          base_url=gw.endpoint.base_url("upstream", "perf"))
-    with start_gateway(settings) as handle:
-        yield handle
+                          base_url=gw.endpoint.base_url("upstream", "perf"),
+                          api_key_env="MIPRO_BENCH_PERF_UPSTREAM_KEY")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MIPRO_BENCH_PERF_UPSTREAM_KEY", gw.token)
+        with start_gateway(settings) as handle:
+            yield handle
 
 
 def test_policy_alone(benchmark: Any) -> None:
@@ -91,7 +95,7 @@ def test_policy_alone(benchmark: Any) -> None:
 
 def test_gateway_call(benchmark: Any, gw: GatewayHandle) -> None:
     url = gw.endpoint.base_url("perf", "bench") + "/chat/completions"
-    with httpx.Client() as client:
+    with httpx.Client(headers=gw.auth_headers) as client:
         response = benchmark(client.post, url, json=BODY)
     assert response.status_code == 200
 
@@ -111,9 +115,11 @@ def test_overhead_side_by_side(benchmark: Any, gw: GatewayHandle,
             return {
                 "policy alone (no HTTP)": timings_us(lambda: policy.complete(BODY), n),
                 "sim gateway, httpx": timings_us(
-                    lambda: statuses.append(client.post(sim_url, json=BODY).status_code), n),
+                    lambda: statuses.append(client.post(
+                        sim_url, json=BODY, headers=gw.auth_headers).status_code), n),
                 "forwarding gw -> sim gw": timings_us(
-                    lambda: statuses.append(client.post(fwd_url, json=BODY).status_code), n),
+                    lambda: statuses.append(client.post(
+                        fwd_url, json=BODY, headers=forwarding_gw.auth_headers).status_code), n),
             }
 
     # One round: the interesting numbers are the per-call percentiles inside it.
@@ -143,11 +149,12 @@ def test_overhead_side_by_side(benchmark: Any, gw: GatewayHandle,
         print("\n".join(lines))
 
 
-async def _throughput(url: str, concurrency: int, total: int) -> tuple[float, list[int]]:
+async def _throughput(url: str, concurrency: int, total: int,
+                      headers: dict[str, str]) -> tuple[float, list[int]]:
     statuses: list[int] = []
     queue = iter(range(total))
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=60.0) as client:
+    async with httpx.AsyncClient(headers=headers, limits=limits, timeout=60.0) as client:
 
         async def worker() -> None:
             for _ in queue:
@@ -169,7 +176,7 @@ def test_throughput_by_concurrency(benchmark: Any, gw: GatewayHandle,
 
     def measure() -> None:
         for concurrency in CONCURRENCY:
-            rate, statuses = asyncio.run(_throughput(url, concurrency, total))
+            rate, statuses = asyncio.run(_throughput(url, concurrency, total, gw.auth_headers))
             assert statuses == [200] * total
             rates[concurrency] = rate
 

@@ -45,6 +45,7 @@ CONCURRENCY = (1, 8, 32)
 WORDS = ("card", "rate", "top_up", "refund", "transfer", "pin", "atm")
 LABELS = tuple(f"intent_{i:02d}_{WORDS[i % len(WORDS)]}" for i in range(77))
 SPAWN = multiprocessing.get_context("spawn")
+GATEWAY_TOKENS: dict[str, str] = {}  # gateway URL -> its token, as the child reported it
 
 
 def synthetic_panel() -> Splits:
@@ -64,16 +65,16 @@ def _serve(kind: str, conn: Connection, stop: Any) -> None:
         if kind == "gateway":
             from mipro_bench.lm.gateway import start_gateway
 
-            server: Any = start_gateway(SIM)
+            server: Any = start_gateway(SIM, testing=True)  # latency set over HTTP
         else:
             from task_app.server import serve_task_app
 
             server = serve_task_app(synthetic_panel(), env_api_key=ENV_KEY, port=0)
         with server as running:
-            conn.send(("ok", running.url))
+            conn.send(("ok", running.url, getattr(running, "token", None)))
             stop.wait()
     except BaseException as exc:
-        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        conn.send(("error", f"{type(exc).__name__}: {exc}", None))
         raise
 
 
@@ -87,9 +88,11 @@ def served_in_process(kind: str) -> Iterator[str]:
     try:
         if not parent.poll(120):
             raise RuntimeError(f"{kind} process did not report its URL within 120 s")
-        status, value = parent.recv()
+        status, value, token = parent.recv()
         if status != "ok":
             raise RuntimeError(f"{kind} process failed to start: {value}")
+        if token:
+            GATEWAY_TOKENS[value] = token
         yield value
     finally:
         stop.set()
@@ -116,15 +119,20 @@ def task_app_url() -> Iterator[str]:
         yield url
 
 
+def gateway_endpoint(gateway_url: str) -> LMEndpoint:
+    return LMEndpoint(settings=SIM, gateway_url=gateway_url, token=GATEWAY_TOKENS[gateway_url])
+
+
 def set_latency(gateway_url: str, seconds: float) -> None:
     response = httpx.post(f"{gateway_url}/admin/knobs", json={"latency_s": seconds},
-                          trust_env=False)
+                          headers=gateway_endpoint(gateway_url).auth_headers, trust_env=False)
     assert response.status_code == 200, response.text
 
 
-def rollout_body(seed: int, inference_url: str, trace_id: str) -> dict[str, Any]:
+def rollout_body(seed: int, inference_url: str, trace_id: str, api_key: str) -> dict[str, Any]:
     return {"trace_correlation_id": trace_id, "env": {"seed": seed, "config": {"split": "train"}},
-            "policy": {"config": {"model": SIM.model, "inference_url": inference_url}}}
+            "policy": {"config": {"model": SIM.model, "inference_url": inference_url,
+                                  "api_key": api_key}}}
 
 
 def chat_body(query: str, labels: tuple[str, ...]) -> dict[str, Any]:
@@ -144,7 +152,7 @@ def pct(values: list[float], q: float) -> float:
 
 
 def calls(gateway_url: str, scope: str, phase: str) -> int:
-    usage = LMEndpoint(settings=SIM, gateway_url=gateway_url).usage(scope)
+    usage = gateway_endpoint(gateway_url).usage(scope)
     return usage.get(scope, {}).get(phase).calls if phase in usage.get(scope, {}) else 0
 
 
@@ -153,13 +161,14 @@ def test_rollout_overhead(benchmark: Any, panel: Splits, gateway_url: str, task_
     n = sample_size(benchmark, enabled=1000, disabled=80)
     warmup = 20
     set_latency(gateway_url, 0.0)
-    endpoint = LMEndpoint(settings=SIM, gateway_url=gateway_url)
+    endpoint = gateway_endpoint(gateway_url)
     direct_url = endpoint.base_url("perf", "direct") + "/chat/completions"
     inference_url = endpoint.base_url("perf", "rollout")
     rows: dict[str, list[float]] = {"direct": [], "rollout": [], "overhead": [], "in_app": []}
 
     def measure() -> None:
-        with httpx.Client(trust_env=False, timeout=30) as lm, httpx.Client(
+        with httpx.Client(headers=endpoint.auth_headers, trust_env=False, timeout=30) as lm, \
+                httpx.Client(
                 base_url=task_app_url, headers={"X-API-Key": ENV_KEY}, trust_env=False,
                 timeout=30) as app:
             for i in range(n + warmup):
@@ -168,7 +177,8 @@ def test_rollout_overhead(benchmark: Any, panel: Splits, gateway_url: str, task_
                 t0 = time.perf_counter()
                 direct = lm.post(direct_url, json=body)
                 t1 = time.perf_counter()
-                rollout = app.post("/rollout", json=rollout_body(seed, inference_url, f"o{i}"))
+                rollout = app.post("/rollout", json=rollout_body(seed, inference_url, f"o{i}",
+                                                                endpoint.api_key))
                 t2 = time.perf_counter()
                 assert direct.status_code == 200 and rollout.status_code == 200, rollout.text
                 out = rollout.json()
@@ -239,10 +249,11 @@ async def _run_level(url: str, bodies: list[dict[str, Any]], concurrency: int, t
 def test_rollout_throughput(benchmark: Any, panel: Splits, gateway_url: str, task_app_url: str,
                             capsys: pytest.CaptureFixture[str]) -> None:
     rounds = sample_size(benchmark, enabled=40, disabled=4)
-    endpoint = LMEndpoint(settings=SIM, gateway_url=gateway_url)
+    endpoint = gateway_endpoint(gateway_url)
     inference_url = endpoint.base_url("perf", "throughput")
     seeds = range(len(panel.train))
-    rollouts = [rollout_body(seed, inference_url, f"t{seed}") for seed in seeds]
+    rollouts = [rollout_body(seed, inference_url, f"t{seed}", endpoint.api_key)
+                for seed in seeds]
     chats = [chat_body(panel.train[seed].text, panel.labels) for seed in seeds]
     direct_url = endpoint.base_url("perf", "throughput_direct") + "/chat/completions"
     rates: dict[int, tuple[float, float]] = {}
@@ -253,7 +264,7 @@ def test_rollout_throughput(benchmark: Any, panel: Splits, gateway_url: str, tas
             total = concurrency * rounds
             # side by side: the same calls straight to the LM, then through the task app
             direct, direct_outcomes = asyncio.run(_run_level(
-                direct_url, chats, concurrency, total, {}))
+                direct_url, chats, concurrency, total, endpoint.auth_headers))
             rate, outcomes = asyncio.run(_run_level(
                 task_app_url + "/rollout", rollouts, concurrency, total,
                 {"X-API-Key": ENV_KEY}))

@@ -34,7 +34,7 @@ def make_dspy_lm(endpoint: LMEndpoint, optimizer: str, phase: str, **kw: Any) ->
     """A `dspy.LM` whose calls are counted under optimizer/phase; kw overrides the defaults.
 
     Model "openai/<model>" selects DSPy's OpenAI-compatible chat route; the key
-    is the gateway's dummy key (the real one stays in the gateway).
+    is the gateway's per-run token (the real key, if any, stays in the gateway).
     """
     import dspy
 

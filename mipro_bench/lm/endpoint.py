@@ -10,7 +10,7 @@ client (dspy's own engine, litellm, openai, requests, aiohttp), which dspy's
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
@@ -20,13 +20,14 @@ from mipro_bench.lm.settings import LMSettings
 if TYPE_CHECKING:
     from mipro_bench.results import PhaseUsage
 
-GATEWAY_API_KEY = "mipro-bench-gateway"  # not a secret: the gateway holds the real key
-
 
 @dataclass(frozen=True)
 class LMEndpoint:
     settings: LMSettings
     gateway_url: str  # e.g. http://127.0.0.1:43121
+    # The gateway's per-run token (see mipro_bench.lm.auth): every route wants it. Kept out
+    # of repr so an endpoint in an error message or assertion never shows it.
+    token: str = field(default="", repr=False)
 
     def base_url(self, optimizer: str, phase: str) -> str:
         """OpenAI-compatible base URL (ends in /v1) whose calls count for optimizer/phase."""
@@ -34,7 +35,13 @@ class LMEndpoint:
 
     @property
     def api_key(self) -> str:
-        return GATEWAY_API_KEY
+        """What clients send as their API key: the gateway's token (the real key, if any,
+        stays inside the gateway)."""
+        return self.token
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
 
     def usage(self, optimizer: str | None = None, *, timeout_s: float = 10.0,
               ) -> dict[str, dict[str, PhaseUsage]]:
@@ -44,7 +51,7 @@ class LMEndpoint:
 
         params = {"optimizer": optimizer} if optimizer is not None else None
         response = _local_client().get(f"{self.gateway_url}/usage", params=params,
-                                       timeout=timeout_s)
+                                       headers=self.auth_headers, timeout=timeout_s)
         response.raise_for_status()
         return usage_from_json(response.json())
 

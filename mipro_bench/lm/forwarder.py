@@ -1,6 +1,6 @@
 """The gateway's forwarding responder: relays chat calls to a real OpenAI-compatible server.
 
-Clients only ever hold the gateway's dummy key; the real one is read here,
+Clients only ever hold the gateway's per-run token; the real key is read here,
 from the environment variable LMSettings names, and put on the upstream
 request only. It is scrubbed from anything that comes back (OpenAI echoes a
 masked key in 401 messages), and never logged. Transient upstream failures

@@ -3,22 +3,33 @@
 One gateway per run (or per pytest session) carries every LM call: the
 simulated policy when settings say "sim", else a forwarder to the configured
 OpenAI-compatible server holding the real key. The handle gives the
-`LMEndpoint` everyone else uses, and direct access to usage and knobs for
-the process that started it (other processes use `LMEndpoint.usage()`).
+`LMEndpoint` everyone else uses (it carries the run's token), and direct
+access to usage and knobs for the process that started it (other processes
+use `LMEndpoint.usage()`).
+
+Optionally the gateway journals every call (`journal_dir`) and answers from
+a recording (`replay`, with `replay_mode` "resume" to continue live where the
+recording ends, or "replay" to refuse anything not recorded; a pure replay
+needs no LM at all).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from mipro_bench.lm.auth import new_token
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.lm.forwarder import ForwardResponder
 from mipro_bench.lm.gateway_app import Gateway, build_app
+from mipro_bench.lm.journal import JournalWriter
 from mipro_bench.lm.knobs import Knobs
-from mipro_bench.lm.responders import Responder
+from mipro_bench.lm.recording import Recording, write_session_meta
+from mipro_bench.lm.replay import ReplayMode
+from mipro_bench.lm.responders import NoLMResponder, Responder
 from mipro_bench.lm.retry import RetryPolicy
 from mipro_bench.lm.settings import LMSettings
 from mipro_bench.lm.usage import UsageMap
@@ -43,14 +54,25 @@ class GatewayHandle:
     settings: LMSettings
     server: RunningServer
     gateway: Gateway
+    journal_dir: Path | None = field(default=None)
 
     @property
     def url(self) -> str:
         return self.server.url
 
     @property
+    def token(self) -> str:
+        """The run's gateway token: every route wants it (`auth_headers` for raw HTTP)."""
+        return self.gateway.token
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.gateway.token}"}
+
+    @property
     def endpoint(self) -> LMEndpoint:
-        return LMEndpoint(settings=self.settings, gateway_url=self.server.url)
+        return LMEndpoint(settings=self.settings, gateway_url=self.server.url,
+                          token=self.gateway.token)
 
     def usage(self, optimizer: str | None = None) -> UsageMap:
         """{optimizer: {phase: PhaseUsage}} so far (optionally one optimizer's only)."""
@@ -79,15 +101,42 @@ def start_gateway(
     retry: RetryPolicy | None = None,
     startup_timeout_s: float = 15.0,
     log_level: str = "warning",
+    testing: bool = False,
+    journal_dir: Path | None = None,
+    replay: Recording | None = None,
+    replay_mode: ReplayMode = "resume",
 ) -> Iterator[GatewayHandle]:
     """Serve the gateway on host:port (0 = a free port) until the block ends.
+
+    `testing=True` lets `POST /admin/knobs` change fault injection (otherwise 403; the
+    handle's `set_knobs` works either way). `journal_dir`: append every chat call to
+    `<journal_dir>/<scope>.journal.jsonl`. `replay`: answer recorded calls from it, under
+    `replay_mode` ("resume": the rest live; "replay": the rest refused with a 409, and no
+    LM is started at all).
 
     Raises ServerStartError (bind failure, startup timeout) and, for the
     simulated backend, PolicyUnavailable when the policy cannot be loaded.
     """
-    responder = make_responder(settings, sim_seed=sim_seed, retry=retry)
-    gateway = Gateway(responder, model=settings.model, knobs=knobs)
-    with serve_in_thread(build_app(gateway), host=host, port=port,
-                         startup_timeout_s=startup_timeout_s, name="lm-gateway",
-                         log_level=log_level) as server:
-        yield GatewayHandle(settings=settings, server=server, gateway=gateway)
+    token = new_token()
+    if replay is not None and replay_mode == "replay":
+        responder: Responder = NoLMResponder(backend=replay.lm.backend, model=replay.model,
+                                             simulated=replay.lm.simulated)
+    else:
+        responder = make_responder(settings, sim_seed=sim_seed, retry=retry)
+    journal = None
+    if journal_dir is not None:
+        journal = JournalWriter(Path(journal_dir), secrets=(token, settings.api_key() or ""))
+        write_session_meta(Path(journal_dir), settings)
+    gateway = Gateway(responder, model=settings.model, token=token, knobs=knobs,
+                      testing=testing, journal=journal,
+                      replay=None if replay is None else replay.index(), replay_mode=replay_mode)
+    try:
+        with serve_in_thread(build_app(gateway), host=host, port=port,
+                             health_headers={"Authorization": f"Bearer {token}"},
+                             startup_timeout_s=startup_timeout_s, name="lm-gateway",
+                             log_level=log_level) as server:
+            yield GatewayHandle(settings=settings, server=server, gateway=gateway,
+                                journal_dir=None if journal_dir is None else Path(journal_dir))
+    finally:
+        if journal is not None:
+            journal.close()  # also closed by the app's shutdown; idempotent

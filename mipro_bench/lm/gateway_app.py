@@ -3,8 +3,11 @@
 Every LM call of a run is sent here, under a path naming the optimizer and
 the phase (`/s/{optimizer}/{phase}/v1/chat/completions`), so counting here is
 complete whatever client made the call. The answer itself comes from a
-responder (simulated policy or a forwarder to a real server). Bad input gets
-a 4xx with an OpenAI-style JSON error, never a 500 or a traceback.
+responder (simulated policy or a forwarder to a real server), or from a
+recording (see mipro_bench.lm.replay); every fingerprinted call is journaled
+when a journal is on (mipro_bench.lm.journal). Every route wants the run's
+token (mipro_bench.lm.auth). Bad input gets a 4xx with an OpenAI-style JSON
+error, never a 500 or a traceback.
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import asyncio
 import json
 import logging
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
@@ -23,7 +28,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mipro_bench.lm.auth import TokenAuth
+from mipro_bench.lm.fingerprint import request_fingerprint
+from mipro_bench.lm.journal import JournalEntry, JournalWriter
 from mipro_bench.lm.knobs import FaultInjector, Knobs, KnobsError
+from mipro_bench.lm.replay import REPLAY_MODES, Occurrences, ReplayIndex, ReplayMode
 from mipro_bench.lm.responders import (
     SIMULATED_FINGERPRINT,
     InvalidChatRequest,
@@ -44,17 +53,49 @@ def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -
                     media_type="application/json", headers=headers)
 
 
+def _error_reply(status: int, message: str, kind: str = "invalid_request_error",
+                 headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": {"message": message, "type": kind, "code": status}},
+                 headers or {})
+
+
 def _error(status: int, message: str, kind: str = "invalid_request_error",
            headers: dict[str, str] | None = None) -> Response:
-    return _json({"error": {"message": message, "type": kind, "code": status}}, status, headers)
+    reply = _error_reply(status, message, kind, headers)
+    return _json(reply.body, reply.status, reply.headers)
+
+
+def _response(reply: Reply) -> Response:
+    return _json(reply.body, reply.status, reply.headers)
+
+
+@dataclass(frozen=True)
+class Counted:
+    """The usage a call was counted with (what the journal stores beside the answer)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
 
 
 class Gateway:
-    """State of one gateway: its responder, the usage ledger and the fault knobs."""
+    """State of one gateway: its responder, token, usage ledger, fault knobs, and the
+    journal and recording it writes to and answers from (both optional)."""
 
-    def __init__(self, responder: Responder, *, model: str, knobs: Knobs | None = None) -> None:
+    def __init__(self, responder: Responder, *, model: str, token: str,
+                 knobs: Knobs | None = None, testing: bool = False,
+                 journal: JournalWriter | None = None, replay: ReplayIndex | None = None,
+                 replay_mode: ReplayMode = "resume") -> None:
+        if replay_mode not in REPLAY_MODES:
+            raise ValueError(f"replay_mode must be one of {REPLAY_MODES} (got {replay_mode!r})")
         self.responder = responder
         self.model = model
+        self.token = token
+        self.testing = testing
+        self.journal = journal
+        self.replay = replay
+        self.replay_mode: ReplayMode = replay_mode
+        self.occurrences = Occurrences()
         self.ledger = UsageLedger()
         self.faults = FaultInjector(knobs)
         self._apply_policy_knobs(self.faults.knobs)
@@ -79,67 +120,114 @@ class Gateway:
         # harness time whatever client made the call (injected latency counts as LM time).
         started = self.ledger.started(optimizer, phase)
         try:
-            response = await self._chat(request, optimizer, phase)
+            reply = await self._chat(request, optimizer, phase, started)
         finally:
             self.ledger.finished(optimizer, phase, started)
-        if response.status_code != 200:
+        if reply.status != 200:
             self.ledger.record_error(optimizer, phase)
-        return response
+        return _response(reply)
 
-    async def _chat(self, request: Request, optimizer: str, phase: str) -> Response:
+    async def _chat(self, request: Request, optimizer: str, phase: str,
+                    started: float) -> Reply:
         for what, name in (("optimizer", optimizer), ("phase", phase)):
             if not _SCOPE_NAME.match(name):
-                return _error(400, f"invalid {what} path segment {name!r}: use letters, digits "
-                                   "and _ . : = + @ - (at most 128)")
+                return _error_reply(400, f"invalid {what} path segment {name!r}: use letters, "
+                                         "digits and _ . : = + @ - (at most 128)")
         body, problem = await self._read_body(request)
         if problem is not None:
             return problem
+        if self.journal is None and self.replay is None:
+            return (await self._live(body, optimizer, phase))[0]  # nothing to fingerprint for
+        fp, canonical = request_fingerprint(body)
+        occurrence = self.occurrences.next(optimizer, fp)
+        if self.replay is not None:
+            entry = self.replay.get(optimizer, fp, occurrence)
+            if entry is not None and (entry.ok or self.replay_mode == "replay"):
+                reply = self._replayed(entry, optimizer, phase)
+                counted = Counted(entry.input_tokens, entry.output_tokens, entry.cost_usd)
+                self._journal(optimizer, phase, fp, occurrence, canonical, reply, counted,
+                              started)
+                return reply
+            if self.replay_mode == "replay":
+                miss = self.replay.explain_miss(optimizer, phase, fp, occurrence, canonical)
+                return _error_reply(409, miss.message, "replay_mismatch")
+        reply, usage = await self._live(body, optimizer, phase)
+        self._journal(optimizer, phase, fp, occurrence, canonical, reply, usage, started)
+        return reply
+
+    async def _live(self, body: dict[str, Any], optimizer: str, phase: str,
+                    ) -> tuple[Reply, Counted]:
+        """The responder's answer (or an injected error); with the usage it was counted as."""
         knobs = self.faults.knobs
         injected = self.faults.draw_error()
         if injected is not None:
             if knobs.latency_s:
                 await asyncio.sleep(knobs.latency_s)
-            return self._injected_error(injected, knobs)
+            return self._injected_error(injected, knobs), Counted()
         try:
             reply = await self.responder.complete(body)
         except InvalidChatRequest as exc:
             if exc.body is not None:
-                return _json(exc.body, exc.status)
-            return _error(exc.status, str(exc))
+                return Reply(exc.status, exc.body), Counted()
+            return _error_reply(exc.status, str(exc)), Counted()
         except UpstreamFailure as exc:
-            return _error(502, str(exc), "upstream_error")
+            return _error_reply(502, str(exc), "upstream_error"), Counted()
         except Exception:
             # A bug in the policy, not the client's fault: say so plainly (no traceback out).
             log.exception("LM responder failed on a well-formed request")
-            return _error(500, "the LM gateway's responder failed on this request; "
-                               "see the gateway log", "server_error")
+            return _error_reply(500, "the LM gateway's responder failed on this request; "
+                                     "see the gateway log", "server_error"), Counted()
         return await self._account(reply, optimizer, phase, knobs)
 
-    async def _read_body(self, request: Request) -> tuple[dict[str, Any], Response | None]:
+    def _replayed(self, entry: JournalEntry, optimizer: str, phase: str) -> Reply:
+        """The recorded answer, counted as a replayed call (no responder, no knobs)."""
+        if entry.ok:
+            self.ledger.record_call(optimizer, phase, input_tokens=entry.input_tokens,
+                                    output_tokens=entry.output_tokens,
+                                    cost_usd=entry.cost_usd, replayed=True)
+        headers = {"x-mipro-bench-replayed": "true"}
+        if entry.response.get("system_fingerprint") == SIMULATED_FINGERPRINT:
+            headers["x-mipro-bench-simulated"] = "true"
+        return Reply(entry.status, entry.response, headers)
+
+    def _journal(self, optimizer: str, phase: str, fp: str, occurrence: int,
+                 canonical: dict[str, Any], reply: Reply, counted: Counted,
+                 started: float) -> None:
+        if self.journal is None:
+            return
+        self.journal.write(JournalEntry(
+            scope=optimizer, phase=phase, fingerprint=fp, occurrence=occurrence,
+            status=reply.status, response=reply.body, request=canonical,
+            input_tokens=counted.input_tokens, output_tokens=counted.output_tokens,
+            cost_usd=counted.cost_usd,
+            latency_s=self.ledger.elapsed_since(started), at=time.time(),
+            source="replayed" if "x-mipro-bench-replayed" in reply.headers else "live"))
+
+    async def _read_body(self, request: Request) -> tuple[dict[str, Any], Reply | None]:
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return {}, _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return {}, _error_reply(413, f"request body over {MAX_BODY_BYTES} bytes")
         raw = await request.body()
         if len(raw) > MAX_BODY_BYTES:
-            return {}, _error(413, f"request body over {MAX_BODY_BYTES} bytes")
+            return {}, _error_reply(413, f"request body over {MAX_BODY_BYTES} bytes")
         try:
             body = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return {}, _error(400, f"request body is not valid JSON: {exc}")
+            return {}, _error_reply(400, f"request body is not valid JSON: {exc}")
         if not isinstance(body, dict):
-            return {}, _error(400, "request body must be a JSON object (a chat-completions "
-                                   "request)")
+            return {}, _error_reply(400, "request body must be a JSON object (a chat-completions "
+                                         "request)")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
-            return {}, _error(400, "'messages' must be a non-empty list")
+            return {}, _error_reply(400, "'messages' must be a non-empty list")
         if not all(isinstance(m, dict) for m in messages):
-            return {}, _error(400, "every item of 'messages' must be an object")
+            return {}, _error_reply(400, "every item of 'messages' must be an object")
         if body.get("stream"):
-            return {}, _error(400, "streaming is not supported by the mipro-bench LM gateway "
-                                   "(send stream=false)")
+            return {}, _error_reply(400, "streaming is not supported by the mipro-bench LM "
+                                         "gateway (send stream=false)")
         return body, None
 
-    def _injected_error(self, status: int, knobs: Knobs) -> Response:
+    def _injected_error(self, status: int, knobs: Knobs) -> Reply:
         headers: dict[str, str] = {}
         if status == 429:
             kind, message = "rate_limit_error", "rate limit (injected by the mipro-bench gateway)"
@@ -150,20 +238,20 @@ class Gateway:
         else:
             kind, message = "server_error", (
                 f"server error {status} (injected by the mipro-bench gateway)")
-        return _error(status, message, kind, headers)
+        return _error_reply(status, message, kind, headers)
 
     async def _account(self, reply: Reply, optimizer: str, phase: str,
-                       knobs: Knobs) -> Response:
+                       knobs: Knobs) -> tuple[Reply, Counted]:
         usage = reply.body.get("usage") if isinstance(reply.body.get("usage"), dict) else {}
         input_tokens = _as_int(usage.get("prompt_tokens"))
         output_tokens = _as_int(usage.get("completion_tokens"))
+        cost = self.responder.cost_of(reply.body)
         self.ledger.record_call(optimizer, phase, input_tokens=input_tokens,
-                                output_tokens=output_tokens,
-                                cost_usd=self.responder.cost_of(reply.body))
+                                output_tokens=output_tokens, cost_usd=cost)
         delay = knobs.latency_s + knobs.latency_per_output_token_s * output_tokens
         if delay > 0:
             await asyncio.sleep(delay)
-        return _json(reply.body, reply.status, reply.headers)
+        return reply, Counted(input_tokens, output_tokens, cost)
 
     # -- the other routes ---------------------------------------------------------------
 
@@ -183,8 +271,9 @@ def _as_int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
-def build_app(gateway: Gateway) -> Starlette:
-    """The Starlette app serving `gateway` (responder started and stopped with the app)."""
+def build_app(gateway: Gateway) -> TokenAuth:
+    """The app serving `gateway` behind its token check (responder started and stopped with
+    the app, journal closed when it stops)."""
 
     async def chat_unscoped(request: Request) -> Response:
         return await gateway.chat(request, UNSCOPED, UNSCOPED)
@@ -209,6 +298,9 @@ def build_app(gateway: Gateway) -> Starlette:
     async def knobs(request: Request) -> Response:
         if request.method == "GET":
             return _json(gateway.faults.knobs.to_dict())
+        if not gateway.testing:
+            return _error(403, "knob changes over HTTP are only accepted by a gateway started "
+                               "for testing (start_gateway(..., testing=True))", "permission_error")
         try:
             changes = json.loads(await request.body() or b"{}")
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -232,6 +324,8 @@ def build_app(gateway: Gateway) -> Starlette:
             yield
         finally:
             await gateway.responder.shutdown()
+            if gateway.journal is not None:
+                gateway.journal.close()
 
     routes = [
         Route("/v1/chat/completions", chat_unscoped, methods=["POST"]),
@@ -243,5 +337,6 @@ def build_app(gateway: Gateway) -> Starlette:
         Route("/usage/reset", usage_reset, methods=["POST"]),
         Route("/admin/knobs", knobs, methods=["GET", "POST"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error})
+    return TokenAuth(app, token=gateway.token)

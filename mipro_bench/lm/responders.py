@@ -58,3 +58,29 @@ class Responder(Protocol):
         ...
 
     def model_ids(self) -> list[str]: ...
+
+
+class NoLMResponder:
+    """The responder of a pure-replay gateway: every answer comes from the recording, so
+    nothing is loaded (no simulated policy, no upstream client, no key). Reaching
+    `complete` is a gateway bug: replay refuses unrecorded calls before asking."""
+
+    def __init__(self, *, backend: str, model: str, simulated: bool) -> None:
+        self.backend = backend
+        self.simulated = simulated
+        self._model = model
+
+    async def startup(self) -> None:
+        return None
+
+    async def shutdown(self) -> None:
+        return None
+
+    async def complete(self, body: dict[str, Any]) -> Reply:
+        raise RuntimeError("a pure-replay gateway has no LM to ask")
+
+    def cost_of(self, response: dict[str, Any]) -> float | None:
+        return None
+
+    def model_ids(self) -> list[str]:
+        return [self._model]

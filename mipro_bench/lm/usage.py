@@ -29,6 +29,7 @@ class _Counter:
     output_tokens: int = 0
     cost_usd: float | None = None
     errors: int = 0
+    replayed_calls: int = 0
     # Server-side time: the sum of every request's handling time, and the wall time with at
     # least one request of this (optimizer, phase) in flight (the union of their intervals).
     seconds: float = 0.0
@@ -40,11 +41,12 @@ class _Counter:
         busy = self.busy_seconds + (now - self.busy_since if self.in_flight else 0.0)
         return PhaseUsage(self.calls, self.input_tokens, self.output_tokens, self.cost_usd,
                           self.errors, lm_seconds=round(self.seconds, 6),
-                          lm_busy_seconds=round(busy, 6))
+                          lm_busy_seconds=round(busy, 6), replayed_calls=self.replayed_calls)
 
 
 class UsageLedger:
-    """calls = answered completions; errors = requests answered with an error status.
+    """calls = answered completions (live or replayed); replayed_calls = those of them
+    answered from a recording; errors = requests answered with an error status.
 
     `started`/`finished` bracket each request so the ledger also knows how long the LM
     side took (see `PhaseUsage.lm_seconds`); a request that is never bracketed (direct
@@ -60,10 +62,11 @@ class UsageLedger:
         return self._counts.setdefault(optimizer, {}).setdefault(phase, _Counter())
 
     def record_call(self, optimizer: str, phase: str, *, input_tokens: int, output_tokens: int,
-                    cost_usd: float | None) -> None:
+                    cost_usd: float | None, replayed: bool = False) -> None:
         with self._lock:
             c = self._counter(optimizer, phase)
             c.calls += 1
+            c.replayed_calls += int(replayed)
             c.input_tokens += input_tokens
             c.output_tokens += output_tokens
             if cost_usd is not None:
@@ -82,6 +85,10 @@ class UsageLedger:
                 c.busy_since = now
             c.in_flight += 1
             return now
+
+    def elapsed_since(self, started_at: float) -> float:
+        """Seconds since a `started` time, on the ledger's clock."""
+        return self._clock() - started_at
 
     def finished(self, optimizer: str, phase: str, started_at: float) -> None:
         with self._lock:
@@ -120,6 +127,7 @@ def usage_to_json(usage: Mapping[str, Mapping[str, PhaseUsage]]) -> dict[str, An
                 "errors": u.errors,
                 "lm_seconds": u.lm_seconds,
                 "lm_busy_seconds": u.lm_busy_seconds,
+                "replayed_calls": u.replayed_calls,
             }
             for phase, u in phases.items()
         }
@@ -142,6 +150,7 @@ def usage_from_json(data: Mapping[str, Any]) -> UsageMap:
                 errors=int(u.get("errors", 0)),
                 lm_seconds=None if lm_s is None else float(lm_s),
                 lm_busy_seconds=None if busy_s is None else float(busy_s),
+                replayed_calls=int(u.get("replayed_calls", 0)),
             )
     return out
 
