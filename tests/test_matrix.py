@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from mipro_bench.matrix import DEFAULT_MATRIX, Floors, MatrixError, load_matrix
-from mipro_bench.optimizers.base import Budget
+from mipro_bench.optimizers.dspy_mipro import MiproBudget
+from mipro_bench.optimizers.synth_mipro import RolloutBudget
 from tests.factories import make_record
 
 MINIMAL = """
@@ -51,8 +52,8 @@ def test_expands_every_combination_with_stable_ids(tmp_path: Path) -> None:
     assert "dspy_miprov2-instruction_only-gpt-4.1-nano-seed1" in ids
     assert len(set(ids)) == len(ids)
     dspy_cases = matrix.for_optimizer("dspy_miprov2")
-    assert {c.budget for c in dspy_cases} == {Budget(trials=7)}
-    assert matrix.for_optimizer("synth_mipro")[0].budget.rollouts == 400
+    assert {c.budget for c in dspy_cases} == {MiproBudget(trials=7)}
+    assert {c.budget for c in matrix.for_optimizer("synth_mipro")} == {RolloutBudget(rollouts=400)}
 
 
 def test_unsupported_combinations_are_kept_with_a_reason(tmp_path: Path) -> None:
@@ -95,8 +96,18 @@ def test_a_failed_record_fails_every_floor_with_its_error() -> None:
         ("[matrix\n", "not valid TOML"),
         (MINIMAL.replace('"synth_mipro"]', '"gepa"]'), "unknown optimizer 'gepa'"),
         (MINIMAL.replace('"fewshot"]', '"zeroshot"]'), "unknown mode 'zeroshot'"),
-        (MINIMAL.replace("trials = 7", "trails = 7"), "unknown key(s) trails"),
-        (MINIMAL.replace("trials = 7", "trials = -1"), "trials = -1 is not valid"),
+        (MINIMAL.replace("trials = 7", "trails = 7"),
+         "[budget.dspy_miprov2]: unknown key(s) trails; known: trials, auto"),
+        (MINIMAL.replace("trials = 7", "trials = -1"),
+         "[budget.dspy_miprov2]: trials must be >= 0, got -1"),
+        (MINIMAL.replace("trials = 7", 'trials = "ten"'),
+         "[budget.dspy_miprov2]: trials = 'ten' is not valid (expected int"),
+        (MINIMAL.replace("rollouts = 400", "rollouts = 400\ntrials = 3"),
+         "[budget.synth_mipro]: unknown key(s) trials; known: rollouts"),
+        (MINIMAL + "\n[options.dspy_miprov2]\nnum_thread = 2\n",
+         "[options.dspy_miprov2]: unknown key(s) num_thread; known: module"),
+        (MINIMAL + '\n[options.synth_mipro]\nbackend = "cloud"\n',
+         "[options.synth_mipro]: backend = 'cloud' is not valid"),
         (MINIMAL.replace("seeds = [1, 2]", "seeds = []"), "seeds must be a non-empty list"),
         (MINIMAL.replace("rollouts = 400", ""), "[budget.synth_mipro] missing"),
         (MINIMAL + '\n[[floors]]\nlm = "gpu"\n', "lm must be one of sim, real"),
