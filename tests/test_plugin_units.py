@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import multiprocessing
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from mipro_bench import selection
 from mipro_bench.floors_policy import judge, uncalibrated_reason
 from mipro_bench.gate import GateError, check, parse_threshold
 from mipro_bench.lm.usage import UsageLedger, usage_from_json, usage_to_json
@@ -44,7 +44,8 @@ def test_options_become_dotted_overrides() -> None:
     choice = choice_from_options(
         seeds="1,2,3", modes="instruction_only",
         budgets=["dspy_miprov2.trials=2", "synth_mipro.rollouts=40"],
-        dspy_threads=8, synth_concurrency=16, optimizers="dspy_miprov2",
+        per_optimizer_concurrency={"dspy_miprov2": 8, "synth_mipro": 16},
+        optimizers="dspy_miprov2",
     )
     assert choice.overrides == {
         "matrix.seeds": [1, 2, 3],
@@ -74,8 +75,13 @@ def test_options_become_dotted_overrides() -> None:
     ({"optimizers": "dspy"}, "unknown optimizer 'dspy'"),
     ({"budgets": ["trials=2"]}, "OPTIMIZER.KEY=VALUE"),
     ({"budgets": ["gepa.trials=2"]}, "unknown optimizer 'gepa'"),
-    ({"dspy_threads": 0}, "--mipro-dspy-threads must be at least 1"),
-    ({"synth_concurrency": -3}, "--mipro-synth-concurrency must be at least 1"),
+    ({"per_optimizer_concurrency": {"dspy_miprov2": 0}},
+     "--mipro-dspy-threads must be at least 1"),
+    ({"per_optimizer_concurrency": {"synth_mipro": -3}},
+     "--mipro-synth-concurrency must be at least 1"),
+    ({"concurrency": 0}, "must be at least 1"),
+    ({"options": ["module=cot"]}, "OPTIMIZER.KEY=VALUE"),
+    ({"options": ["gepa.module=cot"]}, "unknown optimizer 'gepa'"),
     ({"matrix": "/no/such/matrix.toml"}, "no such file"),
 ])
 def test_bad_matrix_options_are_one_line(kwargs: dict, message: str) -> None:
@@ -102,15 +108,57 @@ def test_a_model_outside_the_matrix_gets_the_matrix_for_itself() -> None:
     assert {c.model for c in MatrixChoice(model="gpt-4.1-nano").load().cases} == {"gpt-4.1-nano"}
 
 
-def test_active_matrix_follows_the_session(tmp_path: Path) -> None:
-    try:
-        selection.activate(choice_from_options(seeds="4,5"))
-        assert {c.seed for c in selection.active_matrix().cases} == {4, 5}
-        selection.deactivate()
-        assert {c.seed for c in selection.active_matrix().cases} == {
-            c.seed for c in load_matrix(DEFAULT_MATRIX).cases}
-    finally:
-        selection.deactivate()
+def test_one_concurrency_sets_every_optimizers_speed_knobs_and_a_flag_wins() -> None:
+    overrides = choice_from_options(concurrency=3).overrides
+    assert overrides == {
+        "options.dspy_miprov2.num_threads": 3,
+        "options.synth_mipro.max_concurrent": 3,
+        "options.synth_mipro.eval_concurrency": 3,
+    }
+    own = choice_from_options(concurrency=3, per_optimizer_concurrency={"dspy_miprov2": 5})
+    assert own.overrides["options.dspy_miprov2.num_threads"] == 5
+    assert own.overrides["options.synth_mipro.max_concurrent"] == 3
+
+
+def test_option_overrides_reach_the_cases_and_are_checked() -> None:
+    choice = choice_from_options(options=["dspy_miprov2.module=cot"])
+    assert choice.overrides == {"options.dspy_miprov2.module": "cot"}
+    assert {c.options["module"] for c in choice.load().for_optimizer("dspy_miprov2")} == {"cot"}
+    with pytest.raises(MatrixError, match=r"\[options.dspy_miprov2\]: unknown key\(s\) modul;"):
+        choice_from_options(options=["dspy_miprov2.modul=cot"]).load()
+
+
+def _config_with(choice: MatrixChoice, tmp_path: Path) -> SimpleNamespace:
+    """What `session_matrix` reads of a pytest config: its stash, as pytest_configure left it."""
+    from mipro_bench.plugin import CHOICE_KEY, SESSION_KEY
+
+    config = SimpleNamespace(stash=pytest.Stash())
+    config.stash[CHOICE_KEY] = choice
+    config.stash[SESSION_KEY] = MiproSession(results_dir=tmp_path)
+    return config
+
+
+def test_the_session_matrix_follows_the_sessions_own_choice(tmp_path: Path) -> None:
+    from mipro_bench.plugin import SESSION_KEY, session_matrix
+
+    chosen = _config_with(choice_from_options(seeds="4,5"), tmp_path)
+    default = _config_with(MatrixChoice(), tmp_path)
+    assert {c.seed for c in session_matrix(chosen).cases} == {4, 5}
+    # Two sessions in one process do not see each other's choice (nothing module-global).
+    assert {c.seed for c in session_matrix(default).cases} == {
+        c.seed for c in load_matrix(DEFAULT_MATRIX).cases}
+    assert session_matrix(chosen) is session_matrix(chosen)  # loaded once
+    assert chosen.stash[SESSION_KEY].matrix is session_matrix(chosen)
+
+
+def test_a_broken_matrix_stops_the_session_with_one_line(tmp_path: Path) -> None:
+    from mipro_bench.plugin import session_matrix
+
+    bad = tmp_path / "matrix.toml"
+    bad.write_text("[matrix\n")
+    with pytest.raises(pytest.exit.Exception, match="not valid TOML") as info:
+        session_matrix(_config_with(MatrixChoice(path=bad), tmp_path))
+    assert info.value.returncode == 4 and "\n" not in str(info.value.msg)
 
 
 def test_the_shipped_matrix_names_its_calibration_panel() -> None:
