@@ -103,6 +103,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[CHOICE_KEY] = choice
+    session.choice = choice
     config.stash[SESSION_KEY] = session
     if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
         config.pluginmanager.register(_XdistController(session), "mipro_bench_xdist")

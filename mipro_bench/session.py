@@ -33,6 +33,7 @@ from mipro_bench.results import RunRecord, timestamp, write_json_atomic
 if TYPE_CHECKING:  # compare/report pull in scipy and matplotlib: import them only when needed
     from mipro_bench.compare import UnsupportedCase
     from mipro_bench.matrix import Case, Matrix
+    from mipro_bench.selection import MatrixChoice
 
 WORKER_KEY = "mipro_bench"
 # The order of the written files in the summary: the HTML report last, where a reader's
@@ -61,6 +62,7 @@ class MiproSession:
     gate_error: str | None = None
     table: str | None = None
     matrix: Matrix | None = None  # the session's matrix (the plugin sets it at collection)
+    choice: MatrixChoice | None = None  # what the session asked for (the plugin sets it)
 
     @classmethod
     def from_options(
@@ -175,7 +177,7 @@ class MiproSession:
     def _gate(self, records: list[RunRecord]) -> None:
         try:
             outcome = evaluate(records, self.baseline, self.thresholds, alpha=self.alpha,
-                               selection=session_selection())
+                               selection=session_selection(self.choice, self.matrix))
         except GateError as exc:
             self.gate_error = f"{exc} (baseline {self.baseline_path})"
             return
@@ -255,16 +257,17 @@ def lm_time_split(records: list[RunRecord]) -> tuple[float, float] | None:
     return (elapsed, busy) if known else None
 
 
-def session_selection() -> Selection:
+def session_selection(choice: MatrixChoice | None, matrix: Matrix | None) -> Selection:
     """What this session was asked to run, for the gate's "case disappeared" rule
     (gate.Selection): the explicit narrowing options, or another matrix file's own lists."""
-    from mipro_bench.selection import active_choice, active_matrix
+    from mipro_bench.matrix import load_matrix
+    from mipro_bench.selection import MatrixChoice
 
-    choice = active_choice()
+    choice = choice if choice is not None else MatrixChoice()
     optimizers = frozenset(choice.optimizers) if choice.optimizers is not None else None
     models = frozenset({choice.model}) if choice.model else None
     if choice.path is not None:
-        cases = active_matrix().cases
+        cases = (matrix if matrix is not None else load_matrix(choice.path)).cases
         chosen = {c.optimizer for c in cases}
         return Selection(optimizers=frozenset(chosen & optimizers if optimizers else chosen),
                          modes=frozenset(c.mode for c in cases),
