@@ -11,6 +11,7 @@ import pytest
 from mipro_bench.lm import local_llama
 from mipro_bench.lm.gateway import start_gateway
 from mipro_bench.lm.local_llama import (
+    LocalLlamaServer,
     LocalLLMError,
     default_model_path,
     llama_cpp_available,
@@ -66,7 +67,18 @@ def test_server_command_matches_the_documented_one(tmp_path: Path) -> None:
     cmd = server_command(tmp_path / "m.gguf", host="127.0.0.1", port=8123, python="py")
     assert cmd == ["py", "-m", "llama_cpp.server", "--model", str(tmp_path / "m.gguf"),
                    "--host", "127.0.0.1", "--port", "8123", "--n_ctx", "4096",
-                   "--n_threads", "2"]
+                   "--n_threads", "2", "--model_alias", "m"]
+
+
+def test_the_server_answers_to_the_gguf_stem_and_the_settings_say_so(tmp_path: Path) -> None:
+    weights = tmp_path / "SmolLM2-135M-Instruct-Q8_0.gguf"
+    cmd = server_command(weights, host="127.0.0.1", port=8123, python="py")
+    assert cmd[cmd.index("--model_alias") + 1] == "SmolLM2-135M-Instruct-Q8_0"
+    server = LocalLlamaServer(base_url="http://127.0.0.1:8123/v1", model_path=weights, pid=1)
+    base, _ = resolve_lm_settings(lm="local", model="smollm2-135m", env={})
+    served = server.settings(base)
+    assert served.model == server.model_name == "SmolLM2-135M-Instruct-Q8_0"
+    assert served.base_url == "http://127.0.0.1:8123/v1"
 
 
 @pytest.mark.local_llm
@@ -81,9 +93,10 @@ def test_real_local_model_answers_through_the_gateway(tmp_path: Path) -> None:
     with start_local_llama(model, log_path=tmp_path / "llama.log") as server, start_gateway(
         server.settings(settings)
     ) as gw:
+        assert gw.endpoint.settings.model == server.model_name
         response = httpx.post(
             gw.endpoint.base_url("local", "smoke") + "/chat/completions",
-            json={"model": "smollm2-135m", "max_tokens": 8,
+            json={"model": server.model_name, "max_tokens": 8,
                   "messages": [{"role": "user", "content": "Say hi."}]},
             headers=gw.auth_headers, timeout=120,
         )
