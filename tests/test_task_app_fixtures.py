@@ -1,7 +1,8 @@
 """The session fixtures, exercised the way users get them: in a pytest run of their own.
 
 An inner pytest session (a subprocess, two xdist workers, the tiny data set,
-the simulated LM) uses `task_app_server`, `tunnel`, `lm_endpoint` and
+the simulated LM, no conftest: the installed plugin brings the fixtures) uses
+`task_app_server` (the `harness`'s task app), `tunnel`, `lm_endpoint` and
 `synth_env`, and writes down the ports it got; the outer test then checks
 that each worker had its own port, that the ports were released, and that
 the synth-ai environment never leaked into tests that did not ask for it.
@@ -52,6 +53,14 @@ def test_rollout_through_the_session_servers(task_app_server, lm_endpoint, split
     _record(port=task_app_server.port, gateway=lm_endpoint.gateway_url)
 
 
+def test_task_app_server_is_the_harness_task_app(task_app_server, harness):
+    from task_app.server import DEFAULT_PORT
+
+    assert harness.task_app(port=DEFAULT_PORT) is task_app_server
+    assert [s for s in harness.started if "task_app" in s] == [f"('task_app', {DEFAULT_PORT}, ())"]
+    _record(harness=len(harness.started))
+
+
 def test_tunnel_is_localhost_offline(tunnel, task_app_server):
     assert tunnel.backend.name == "Localhost"
     assert tunnel.url == f"http://localhost:{task_app_server.port}"
@@ -90,7 +99,6 @@ def test_session_fixtures_per_worker(tmp_path: Path) -> None:
         [sys.executable, "-m", "pytest", str(tmp_path / "test_inner.py"), "-q",
          "-p", "no:cacheprovider", "-c", os.devnull, "--rootdir", str(tmp_path),
          "-o", "asyncio_default_fixture_loop_scope=function", "--durations=5",
-         "-p", "fixtures.data", "-p", "fixtures.lm", "-p", "fixtures.servers",
          "-n", "2", "--mipro-lm", "sim", "--mipro-data-dir", str(TINY_DIR),
          "--mipro-train-size", "24", "--mipro-val-size", "12", "--mipro-test-size", "18"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -106,6 +114,7 @@ def test_session_fixtures_per_worker(tmp_path: Path) -> None:
     assert len(set(per_worker)) == len(per_worker), ports
     assert sum(1 for row in rows if "port" in row) == 4
     assert any("tunnel" in row for row in rows) and any("home" in row for row in rows)
+    assert any("harness" in row for row in rows)
     # every server was stopped: the ports are free again
     assert all(_free(port) for port in per_worker), per_worker
     assert os.environ.get("HOME") == home_before
