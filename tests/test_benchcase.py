@@ -11,7 +11,7 @@ from mipro_bench.data import Splits, load_banking77, make_splits
 from mipro_bench.lm.gateway import start_gateway
 from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.matrix import Case, Floors, load_matrix
-from mipro_bench.optimizers.base import Budget
+from mipro_bench.optimizers.dspy_mipro import MiproBudget
 from mipro_bench.results import RunRecord
 from mipro_bench.session import MiproSession
 
@@ -23,26 +23,27 @@ def tiny_splits(tiny_data_dir: Path) -> Splits:
 
 def case(**over) -> Case:
     base = dict(optimizer="dspy_miprov2", mode="instruction_only", model="gpt-4.1-nano", seed=1,
-                budget=Budget(trials=1), options={"num_threads": 2})
+                budget=MiproBudget(trials=1), options={"num_threads": 2})
     base.update(over)
     return Case(**base)
 
 
 def test_params_carry_the_documented_ids() -> None:
-    ids = [p.id for p in case_params("dspy_miprov2", load_matrix())]
+    matrix = load_matrix()
+    params = case_params(matrix)
+    ids = [p.id for p in params]
+    assert ids == [c.id for c in matrix.cases]  # every case, unsupported ones included
     assert "dspy_miprov2-instruction_only-gpt-4.1-nano-seed1" in ids
-    synth = [p.id for p in case_params("synth_mipro", load_matrix())]
-    assert "synth_mipro-fewshot-gpt-4.1-nano-seed1" in synth  # collected, skipped at run time
+    assert "synth_mipro-fewshot-gpt-4.1-nano-seed1" in ids  # collected, skipped at run time
+    assert all(p.values == (c,) for p, c in zip(params, matrix.cases, strict=True))
+    assert all([m.name for m in p.marks] == ["benchmark_case"] for p in params)
 
 
-def test_a_broken_matrix_stops_the_session_with_one_line(tmp_path: Path) -> None:
-    bad = tmp_path / "matrix.toml"
-    bad.write_text("[matrix\n")
-    with pytest.raises(pytest.exit.Exception, match="not valid TOML") as info:
-        case_params("dspy_miprov2", bad)
-    assert info.value.returncode == 4 and "\n" not in str(info.value.msg)
-    with pytest.raises(pytest.exit.Exception, match="unknown optimizer 'gepa'"):
-        case_params("gepa")
+def test_params_keep_only_the_selected_optimizers() -> None:
+    matrix = load_matrix()
+    synth = [p.id for p in case_params(matrix, ("synth_mipro",))]
+    assert synth and all(i.startswith("synth_mipro-") for i in synth)
+    assert case_params(matrix, ("gepa",)) == []  # the plugin turns this into a skip
 
 
 def test_unsupported_case_is_skipped_with_its_reason_and_reported(
