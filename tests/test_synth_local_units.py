@@ -15,7 +15,7 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, initial_prompt
 from mipro_bench.synth_local.auth import AuthError, EnvKeyError, KeyRing
-from mipro_bench.synth_local.config import ConfigError, parse_job_config
+from mipro_bench.synth_local.config import ConfigError, parse_job_config, redacted_section
 from mipro_bench.synth_local.jobs import JobStateError, JobStore
 from mipro_bench.synth_local.mipro import (
     Candidate,
@@ -158,6 +158,19 @@ def test_a_minimal_config_parses_with_defaults() -> None:
 def test_bad_mipro_values_name_the_field(change: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_job_config(_section(**change))
+
+
+def test_the_inference_key_is_read_but_never_kept_with_the_job() -> None:
+    key = "gw-" + "t" * 40
+    section = _section(policy_inference_url="http://127.0.0.1:9/v1", inference_api_key=key)
+    cfg = parse_job_config(section)
+    assert cfg.inference_api_key == key
+    assert key not in repr(cfg) and key not in repr(cfg.raw)
+    assert redacted_section(section)["mipro"]["inference_api_key"] == "[redacted]"
+    assert section["mipro"]["inference_api_key"] == key  # the caller's table is untouched
+    assert parse_job_config(_section()).inference_api_key is None
+    with pytest.raises(ConfigError, match="inference_api_key"):
+        parse_job_config(_section(inference_api_key=""))
 
 
 def test_bad_top_level_values_name_the_field() -> None:

@@ -330,3 +330,5 @@ def test_an_external_local_backend_is_used_through_its_url(panel: Splits, tmp_pa
     assert outcome.details["synth"]["backend_url"] == external.url
     assert [j.id for j in jobs] == [outcome.details["synth"]["job_id"]]
     assert jobs[0].status == "succeeded"
+    # the job carried the gateway token to the external backend, which did not keep it
+    assert gw.token not in json.dumps(jobs[0].config_body)

@@ -142,6 +142,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             max_tokens=request.lm.settings.max_tokens,
             policy_inference_url=optimize_url if kind == "local" else None,
             proposer_inference_url=optimize_url if kind == "local" else None,
+            inference_api_key=request.lm.api_key if kind == "local" else None,
         )
         interval = opt.options.poll_interval_s or (
             LOCAL_POLL_INTERVAL_S if external is None else HOSTED_POLL_INTERVAL_S)

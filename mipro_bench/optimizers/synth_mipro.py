@@ -89,6 +89,7 @@ def job_config(
     job: JobSettings,
     policy_inference_url: str | None = None,
     proposer_inference_url: str | None = None,
+    inference_api_key: str | None = None,
     temperature: float = 0.0,
     max_tokens: int = 256,
 ) -> dict[str, Any]:
@@ -96,8 +97,9 @@ def job_config(
 
     `temperature`/`max_tokens` are the run's LM settings (the suite's evaluations use the
     same). The two inference URLs are the local backend's (where its proposer and
-    interceptor send LM calls: this case's gateway scope, phase optimize);
-    they are left out for the hosted backend, which runs its own inference.
+    interceptor send LM calls: this case's gateway scope, phase optimize), and
+    `inference_api_key` the key those URLs want (the gateway's per-run token); all
+    three are left out for the hosted backend, which runs its own inference.
     """
     n_train, n_val = len(splits.train), len(splits.val)
     # Offline, proposals are grounded on the whole train split by default and each
@@ -148,6 +150,8 @@ def job_config(
         proposer["inference_url"] = proposer_inference_url
     if policy_inference_url:
         mipro["policy_inference_url"] = policy_inference_url
+    if inference_api_key and (policy_inference_url or proposer_inference_url):
+        mipro["inference_api_key"] = inference_api_key
     return {
         "prompt_learning": {
             "algorithm": "mipro",

@@ -35,6 +35,7 @@ from mipro_bench.synth_local.config import (
     MiproJobConfig,
     parse_job_config,
     prompt_learning_section,
+    redacted_section,
 )
 from mipro_bench.synth_local.interceptor import (
     Interceptor,
@@ -130,7 +131,8 @@ def _context(state: BackendState, owner: str, cfg: MiproJobConfig, backend_url: 
         env_api_key=state.keys.env_key(owner) or settings.default_env_api_key,
         upstream_url=upstream,
         proposer_url=proposer,
-        upstream_api_key=settings.lm_api_key,
+        # A key named by the job goes with the job's own URLs; else the backend's own LM key.
+        upstream_api_key=cfg.inference_api_key or settings.lm_api_key,
     )
 
 
@@ -158,7 +160,7 @@ async def _submit(request: Request) -> JSONResponse:
     backend_url = (state.settings.public_url or str(request.base_url)).rstrip("/")
     ctx = _context(state, owner, cfg, backend_url)  # a ConfigError here leaves no job behind
     job = state.store.create(owner=owner, algorithm="mipro", mode=cfg.mode,
-                             config_body={"prompt_learning": dict(section)},
+                             config_body={"prompt_learning": redacted_section(section)},
                              metadata=dict(metadata))
     if cfg.mode == "online":
         system = OnlineSystem(system_id=OnlineSystem.new_id(), job_id=job.id,

@@ -12,10 +12,11 @@ Keys read from `prompt_learning` (Synth's names where Synth has one):
   batch_size, num_candidates|max_instructions, proposal_rounds, num_full_evals,
   full_eval_every_k, max_concurrent, seed, meta_model, proposer{mode, model,
   inference_url, temperature, max_tokens, examples_per_proposal},
-  policy_inference_url, rollout_timeout_s}.
+  policy_inference_url, inference_api_key, rollout_timeout_s}.
 `rollout_budget`, `proposal_rounds`, `num_full_evals`, `policy_inference_url`,
-`rollout_timeout_s` and the proposer's `examples_per_proposal` are this
-backend's own, documented here.
+`inference_api_key` (the key for the config's inference URLs, e.g. the LM
+gateway's per-run token; never stored with the job), `rollout_timeout_s` and
+the proposer's `examples_per_proposal` are this backend's own, documented here.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class MiproJobConfig:
     policy_inference_url: str | None
     rollout_timeout_s: float
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
+    inference_api_key: str | None = field(default=None, repr=False)
 
 
 def _table(value: Any, name: str) -> Mapping[str, Any]:
@@ -239,7 +241,18 @@ def parse_job_config(section: Mapping[str, Any]) -> MiproJobConfig:
         ),
         policy_inference_url=_url(mipro.get("policy_inference_url"),
                                   f"{p}.policy_inference_url", required=False),
+        inference_api_key=None if mipro.get("inference_api_key") is None else _str(
+            mipro.get("inference_api_key"), f"{p}.inference_api_key"),
         rollout_timeout_s=_float(mipro.get("rollout_timeout_s"), f"{p}.rollout_timeout_s",
                                  default=DEFAULT_ROLLOUT_TIMEOUT_S, low=0.1, high=3600.0),
-        raw=dict(section),
+        raw=redacted_section(section),
     )
+
+
+def redacted_section(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The `prompt_learning` table as it may be kept or shown: without the inference key."""
+    out = dict(section)
+    mipro = out.get("mipro")
+    if isinstance(mipro, Mapping) and "inference_api_key" in mipro:
+        out["mipro"] = {**mipro, "inference_api_key": "[redacted]"}
+    return out
