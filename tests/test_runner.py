@@ -1,43 +1,87 @@
-"""The runner's contract with any optimizer: phase order, failed records, artifacts, refusal.
+"""The runner's contract with any optimizer: phase order, failed records, artifacts, refusal,
+and the one item-error policy.
 
 The optimizer here is a small real implementation of the protocol written for
-these tests (it answers from a lookup table, no LM), so the runner's own
-behaviour is what is under test; the DSPy path is covered in
-test_dspy_mipro_run.py.
+these tests (its own `OptimizerSpec`, no LM), and it scores in a small real
+executor, `table`, which answers from a lookup table. The runner finds
+executors by name, like every other, so the test registers `table` for its
+duration (`table_executor`); the runner's own behaviour is what is under test.
+The DSPy path is covered in test_dspy_mipro_run.py.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
+from mipro_bench import executors
 from mipro_bench.data import Split, Splits, load_banking77, make_splits
+from mipro_bench.executors import EvaluationFailed
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.optimizers.base import (
-    Budget,
     NotSupported,
     OptimizeOutcome,
     OptimizeRequest,
     UsageError,
 )
+from mipro_bench.optimizers.spec import OptimizerSpec
+from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase
 from mipro_bench.results import ItemResult, OptimizedPrompt, PhaseUsage, read_record
-from mipro_bench.runner import run_case
+from mipro_bench.runner import allowed_item_errors, run_case, score
+
+
+@dataclass(frozen=True)
+class TableBudget(BudgetBase):
+    rollouts: int | None = None
+
+
+class TableExecutor:
+    """Right for the first k items (k = the optimizer's `better` for its optimized prompt,
+    else 1); items listed in `errors` fail in the "LM"; every call is noted on the
+    optimizer the options name."""
+
+    name: ClassVar[str] = "table"
+
+    def can_express(self, prompt: OptimizedPrompt) -> bool:
+        return True
+
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+                 phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
+                 ) -> tuple[ItemResult, ...]:
+        owner: TableOptimizer = (options or {})["owner"]
+        owner.phases.append(phase)
+        owner.max_errors[phase] = max_errors
+        if owner.fail_in == phase:
+            raise ConnectionError("LM unreachable")
+        k = owner.better if prompt.instruction == "better" else 1
+        out = []
+        for i, e in enumerate(split.examples):
+            if i in owner.errors:
+                out.append(ItemResult(e.id, e.label, None, False, error="HTTP 500"))
+            else:
+                out.append(ItemResult(e.id, e.label, e.label if i < k else None, i < k))
+        return tuple(out)
 
 
 class TableOptimizer:
-    """Predicts the right label for the first `k` items; optimizing raises k to `better`."""
+    """Optimizing turns the baseline (1 right) into "better" (`better` right)."""
 
-    name: ClassVar[str] = "table"
-    slug: ClassVar[str] = "table"
-    supported_modes: ClassVar[frozenset[str]] = frozenset({"instruction_only"})
+    spec: ClassVar[OptimizerSpec] = OptimizerSpec(
+        name="table", slug="table", title="Table", modes=frozenset({"instruction_only"}),
+        unsupported={"fewshot": "the table optimizer has no fewshot mode"},
+        budget_type=TableBudget, options_type=OptionsBase,
+        adapter="tests.test_runner:TableOptimizer", native_executor="table")
 
     def __init__(self, *, better: int = 3, fail_in: str | None = None,
-                 refuse: bool = False) -> None:
-        self.better, self.fail_in, self.refuse = better, fail_in, refuse
+                 refuse: bool = False, errors: tuple[int, ...] = ()) -> None:
+        self.better, self.fail_in, self.refuse, self.errors = better, fail_in, refuse, errors
         self.phases: list[str] = []
+        self.max_errors: dict[str, int] = {}
 
     def check(self, request: OptimizeRequest) -> None:
         if self.refuse:
@@ -53,14 +97,16 @@ class TableOptimizer:
         return OptimizeOutcome(prompt=OptimizedPrompt("better"), best_val_score=0.75,
                                details={"own": 1}, artifacts={"prompt": artifact})
 
-    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
-                 phase: str) -> tuple[ItemResult, ...]:
-        self.phases.append(phase)
-        if self.fail_in == phase:
-            raise ConnectionError("LM unreachable")
-        k = self.better if prompt.instruction == "better" else 1
-        return tuple(ItemResult(e.id, e.label, e.label if i < k else None, i < k)
-                     for i, e in enumerate(split.examples))
+    def executor_options(self) -> dict[str, Any]:
+        return {"owner": self}
+
+
+@pytest.fixture(autouse=True)
+def table_executor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """`table` next to the registered executors, for this test only."""
+    registered = dict(executors._classes())
+    monkeypatch.setattr(executors, "_classes", lambda: {**registered, "table": TableExecutor})
+    yield
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +118,7 @@ def request_for(splits: Splits, tmp_path: Path, mode: str = "instruction_only",
                 ) -> OptimizeRequest:
     settings, _ = resolve_lm_settings(lm="sim")
     return OptimizeRequest(splits=splits, lm=LMEndpoint(settings, "http://127.0.0.1:9"),
-                           mode=mode, budget=Budget(rollouts=10), seed=3,  # type: ignore[arg-type]
+                           mode=mode, budget=TableBudget(rollouts=10), seed=3,  # type: ignore[arg-type]
                            workdir=tmp_path / "work", scope="s",
                            usage=lambda: {"optimize": PhaseUsage(calls=7)})
 
@@ -136,3 +182,55 @@ def test_unreadable_usage_is_noted_not_fatal(splits: Splits, tmp_path: Path) -> 
                          results_dir=tmp_path / "r", usage=broken)
     assert record.status == "succeeded" and record.usage == {}
     assert "gateway gone" in record.details["usage_error"]
+
+
+def test_the_record_names_the_executor_and_the_budget(splits: Splits, tmp_path: Path) -> None:
+    record, _ = run_case(TableOptimizer(), request_for(splits, tmp_path),
+                         results_dir=tmp_path / "r")
+    assert record.optimizer == "table" and record.details["executor"] == "table"
+    assert record.config.budget == {"rollouts": 10}
+
+
+# --- the one item-error policy (the runner's, not an adapter's) ------------------------------
+
+
+def test_a_few_failed_items_are_scored_wrong_and_kept(splits: Splits, tmp_path: Path) -> None:
+    optimizer = TableOptimizer(errors=(0,))  # 1 of 6 items fails in both evaluations
+    record, _ = run_case(optimizer, request_for(splits, tmp_path), results_dir=tmp_path / "r",
+                         max_item_error_rate=0.2)
+    assert record.status == "succeeded", record.error
+    assert optimizer.max_errors == {"baseline_eval": 1, "test_eval": 1}  # floor(0.2 * 6)
+    first = record.results.per_item[0]
+    assert (first.correct, first.predicted, first.error) == (False, None, "HTTP 500")
+    assert record.results.optimized_test_accuracy == pytest.approx(2 / 6)
+    assert record.details["item_errors"] == {"baseline_eval": 1, "test_eval": 1}
+
+
+def test_more_failed_items_than_the_rate_allows_fail_the_run(splits: Splits,
+                                                             tmp_path: Path) -> None:
+    optimizer = TableOptimizer(errors=(0,))
+    record, _ = run_case(optimizer, request_for(splits, tmp_path), results_dir=tmp_path / "r",
+                         max_item_error_rate=0.1)  # floor(0.6) = 0 items may fail
+    assert record.status == "failed" and record.details["failed_phase"] == "baseline_eval"
+    assert record.error == ("EvaluationFailed: baseline_eval: 1/6 items failed in the LM "
+                            "(more than 10%); first: HTTP 500")
+    assert optimizer.phases == ["baseline_eval"]  # nothing was optimized on a failed baseline
+
+
+def test_score_applies_the_policy_to_any_executor(splits: Splits, tmp_path: Path) -> None:
+    request = request_for(splits, tmp_path)
+    owner = TableOptimizer(errors=(1, 2))
+    items = score(OptimizedPrompt("better"), splits.test, request, "test_eval",
+                  executor="table", options=owner.executor_options(), max_item_error_rate=0.34)
+    assert [i.error is not None for i in items] == [False, True, True, False, False, False]
+    too_many = r"test_eval: 2/6 items failed in the LM .more than 33%"
+    with pytest.raises(EvaluationFailed, match=too_many):
+        score(OptimizedPrompt("better"), splits.test, request, "test_eval", executor="table",
+              options=owner.executor_options(), max_item_error_rate=0.33)
+    assert owner.max_errors["test_eval"] == 1
+
+
+@pytest.mark.parametrize(("n", "rate", "allowed"), [(12, 0.1, 1), (9, 0.1, 0), (308, 0.1, 30),
+                                                    (6, 0.0, 0), (6, 1.0, 6)])
+def test_allowed_item_errors_rounds_down(n: int, rate: float, allowed: int) -> None:
+    assert allowed_item_errors(n, rate) == allowed
