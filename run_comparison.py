@@ -33,6 +33,7 @@ from mipro_bench.optimizers.base import UsageError
 from mipro_bench.options import (
     CLI_PREFIX,
     COMMON,
+    PLUGIN_PREFIX,
     SESSION,
     add_options,
     spec_options,
@@ -85,16 +86,21 @@ def _shortcut_budgets(args: argparse.Namespace) -> list[str]:
 
 
 def validate(args: argparse.Namespace) -> None:
-    """Everything checkable before pytest starts; raises UserError with one line."""
+    """Everything checkable before pytest starts; raises UserError with one line, naming
+    each option as this CLI spells it (no `--mipro-` prefix)."""
+    try:
+        _validate(args)
+    except UserError as exc:
+        raise UsageError(str(exc).replace(PLUGIN_PREFIX, CLI_PREFIX)) from None
+
+
+def _validate(args: argparse.Namespace) -> None:
     from mipro_bench.plugin import matrix_choice
 
     args.budget = [*args.budget, *_shortcut_budgets(args)]
     if args.only is not None:
         args.optimizers = args.only
-    try:
-        matrix_choice(lambda dest: getattr(args, dest)).load()
-    except UserError as exc:  # name the option as this CLI spells it
-        raise UsageError(str(exc).replace("--mipro-", "--")) from None
+    matrix_choice(lambda dest: getattr(args, dest)).load()
     for expr in args.compare_fail:
         parse_threshold(expr)
     parse_alpha(args.compare_alpha)
