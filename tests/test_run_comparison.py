@@ -112,7 +112,8 @@ def test_verbose_gives_pytests_own_output_back() -> None:
     (["--compare", "/no/such/baseline.json"], "no such file"),
     (["--compare", "latest", "--compare-fail", "optimized_test_accuracy:significant:x"],
      "METRIC:significant:POINTS"),
-    (["--compare", "latest", "--compare-alpha", "1.5"], " --compare-alpha '1.5': expected a number"),
+    (["--compare", "latest", "--compare-alpha", "1.5"],
+     " --compare-alpha '1.5': expected a number"),
     (["--seed", "3"], "unrecognized arguments: --seed 3"),  # no abbreviations of --seeds
     (["--train", "5"], "unrecognized arguments: --train 5"),
     (["--concurrency", "0"], "must be at least 1"),
