@@ -17,12 +17,15 @@ from typing import Any
 import pytest
 
 from mipro_bench.data import Splits, load_banking77, make_splits
+from mipro_bench.executors import EvaluationFailed
+from mipro_bench.executors.dspy_program import build_program
 from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.optimizers import create_optimizer
-from mipro_bench.optimizers.base import BASELINE_PROMPT, Budget, OptimizeRequest, UsageError
-from mipro_bench.optimizers.dspy_mipro import EvaluationFailed, build_program
-from mipro_bench.results import PHASES, RunRecord, read_record
-from mipro_bench.runner import gateway_usage_reader, run_case
+from mipro_bench.optimizers.base import BASELINE_PROMPT, OptimizeRequest, UsageError
+from mipro_bench.optimizers.dspy_mipro import MiproBudget
+from mipro_bench.results import PHASES, OptimizedPrompt, RunRecord, read_record
+from mipro_bench.runner import gateway_usage_reader, run_case, score
+from mipro_bench.serde import from_jsonable, to_jsonable
 from tests.lm_support import recording_gateway
 
 TRIALS = 3
@@ -38,14 +41,15 @@ class Run:
     scope: str
 
 
-def run(splits: Splits, tmp: Path, *, mode: str = "instruction_only", budget: Budget | None = None,
+def run(splits: Splits, tmp: Path, *, mode: str = "instruction_only",
+        budget: MiproBudget | None = None,
         on_progress: Callable[[str, GatewayHandle], None] | None = None,
         options: dict[str, Any] | None = None) -> Run:
     with recording_gateway() as (gw, counter):
         scope = f"test-{mode}"
         request = OptimizeRequest(
             splits=splits, lm=gw.endpoint, mode=mode,  # type: ignore[arg-type]
-            budget=budget or Budget(trials=TRIALS), seed=0, workdir=tmp / "work", scope=scope,
+            budget=budget or MiproBudget(trials=TRIALS), seed=0, workdir=tmp / "work", scope=scope,
             progress=(lambda msg: on_progress(msg, gw)) if on_progress else None,
             usage=gateway_usage_reader(gw, scope),
         )
@@ -68,7 +72,7 @@ def io_run(tiny_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> Run
 @pytest.fixture(scope="module")
 def fewshot_run(tiny_splits: Splits, tmp_path_factory: pytest.TempPathFactory) -> Run:
     return run(tiny_splits, tmp_path_factory.mktemp("fs"), mode="fewshot",
-               budget=Budget(trials=TRIALS, max_bootstrapped_demos=2, max_labeled_demos=2))
+               budget=MiproBudget(trials=TRIALS, max_bootstrapped_demos=2, max_labeled_demos=2))
 
 
 def test_instruction_only_run_succeeds_with_zero_demos(io_run: Run) -> None:
@@ -192,12 +196,13 @@ def test_one_failed_item_is_scored_wrong_and_counted(tiny_splits: Splits, tmp_pa
     with recording_gateway() as (gw, _):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
-            budget=Budget(trials=1), seed=1, workdir=tmp_path / "work", scope="one-item",
+            budget=MiproBudget(trials=1), seed=1, workdir=tmp_path / "work", scope="one-item",
         )
-        optimizer = create_optimizer("dspy_miprov2", num_threads=1, num_retries=0,
-                                     max_item_error_rate=0.1)
+        optimizer = create_optimizer("dspy_miprov2", num_threads=1, num_retries=0)
         gw.set_knobs(fail_next=1, error_status=500)
-        items = optimizer.evaluate(BASELINE_PROMPT, tiny_splits.test, request, "test_eval")
+        items = score(BASELINE_PROMPT, tiny_splits.test, request, "test_eval",
+                      executor=optimizer.spec.native_executor,
+                      options=optimizer.executor_options(), max_item_error_rate=0.1)
         assert gw.usage("one-item")["one-item"]["test_eval"].errors == 1
     assert len(items) == len(tiny_splits.test)
     errors = [i for i in items if i.error]
@@ -211,12 +216,15 @@ def test_more_failed_items_than_allowed_fail_the_evaluation(tiny_splits: Splits,
     with recording_gateway() as (gw, _):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
-            budget=Budget(trials=1), seed=1, workdir=tmp_path / "work", scope="outage",
+            budget=MiproBudget(trials=1), seed=1, workdir=tmp_path / "work", scope="outage",
         )
         optimizer = create_optimizer("dspy_miprov2", num_threads=2, num_retries=0)
         gw.set_knobs(fail_next=3, error_status=500)  # 3 of 12 > 10 %
-        with pytest.raises(EvaluationFailed, match="3/12 items failed"):
-            optimizer.evaluate(BASELINE_PROMPT, tiny_splits.test, request, "baseline_eval")
+        with pytest.raises(EvaluationFailed, match=r"baseline_eval: 3/12 items failed in the LM "
+                                                   r"\(more than 10%\); first: .*500"):
+            score(BASELINE_PROMPT, tiny_splits.test, request, "baseline_eval",
+                  executor=optimizer.spec.native_executor,
+                  options=optimizer.executor_options(), max_item_error_rate=0.1)
 
 
 def test_trials_with_auto_is_refused_before_any_lm_call(tiny_splits: Splits,
@@ -224,7 +232,7 @@ def test_trials_with_auto_is_refused_before_any_lm_call(tiny_splits: Splits,
     with recording_gateway() as (gw, counter):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
-            budget=Budget(trials=5, auto="light"), seed=1, workdir=tmp_path, scope="bad",
+            budget=MiproBudget(trials=5, auto="light"), seed=1, workdir=tmp_path, scope="bad",
         )
         with pytest.raises(UsageError, match="not both"):
             run_case(create_optimizer("dspy_miprov2"), request, results_dir=tmp_path / "r")
@@ -238,12 +246,61 @@ def test_other_program_shapes_evaluate_through_the_same_parser(
     with recording_gateway() as (gw, counter):
         request = OptimizeRequest(
             splits=tiny_splits, lm=gw.endpoint, mode="instruction_only",
-            budget=Budget(trials=1), seed=1, workdir=tmp_path, scope=f"{module}-{output_type}",
+            budget=MiproBudget(trials=1), seed=1, workdir=tmp_path, scope=f"{module}-{output_type}",
         )
         optimizer = create_optimizer("dspy_miprov2", module=module, output_type=output_type,
                                      num_threads=2)
-        items = optimizer.evaluate(BASELINE_PROMPT, tiny_splits.test, request, "baseline_eval")
+        items = score(BASELINE_PROMPT, tiny_splits.test, request, "baseline_eval",
+                      executor="dspy_program", options=optimizer.executor_options())
     assert counter.calls >= len(tiny_splits.test)
     assert all(i.error is None for i in items)
     assert sum(i.correct for i in items) > 0
     assert {i.predicted for i in items} <= set(tiny_splits.labels) | {None}
+
+
+# --- a prompt scores the same from its record as when `optimize` returned it -----------------
+
+
+@pytest.mark.integration
+def test_a_prompt_read_back_from_its_record_scores_exactly_the_same(
+        real_data_dir: Path, tmp_path: Path) -> None:
+    """Executors score from the prompt value alone: the record is enough to re-score it.
+
+    ChainOfThought few-shot, so the demos carry the bootstrapped `reasoning` too. A small
+    real-Banking77 panel: on the tiny set the default program already scores 1.0 on val
+    and MIPROv2 (rightly) keeps it, so no demos would come back (seed 1 picks a demo set).
+    """
+    splits = make_splits(load_banking77(real_data_dir), train_size=40, val_size=10,
+                         test_size=12, seed=0)
+    with recording_gateway() as (gw, _):
+        request = OptimizeRequest(
+            splits=splits, lm=gw.endpoint, mode="fewshot",
+            budget=MiproBudget(trials=3, max_bootstrapped_demos=2, max_labeled_demos=0),
+            seed=1, workdir=tmp_path / "work", scope="round-trip",
+        )
+        optimizer = create_optimizer("dspy_miprov2", num_threads=2, module="cot")
+        record, _ = run_case(optimizer, request, results_dir=tmp_path / "results")
+        assert record.status == "succeeded", record.error
+        returned = record.optimized_prompt  # the outcome's prompt object, as optimize gave it
+        assert returned is not None and returned.demos, returned
+        from_record = RunRecord.from_dict(json.loads(json.dumps(record.to_dict())))
+        read_back = from_record.optimized_prompt
+        assert read_back == returned and read_back is not returned
+        as_json = json.loads(json.dumps(to_jsonable(returned)))
+        assert from_jsonable(OptimizedPrompt, as_json) == returned
+
+        def scored(prompt: OptimizedPrompt, phase: str) -> tuple:
+            return score(prompt, splits.test, request, phase,
+                         executor=optimizer.spec.native_executor,
+                         options=optimizer.executor_options(), max_item_error_rate=0.1)
+
+        as_returned = scored(returned, "rescore_returned")
+        as_recorded = scored(read_back, "rescore_recorded")
+    assert as_recorded == as_returned
+    assert as_returned == record.results.per_item  # and both equal the runner's test_eval
+    assert not any(i.error for i in as_returned)
+    reasoned = [d for d in returned.demos if d.reasoning]
+    assert reasoned, f"no ChainOfThought demo with reasoning in {returned.demos}"
+    assert [d.reasoning for d in read_back.demos] == [d.reasoning for d in returned.demos]
+    saved = json.loads(json.dumps(record.to_dict()))["optimized_prompt"]["demos"]
+    assert [d.get("reasoning") for d in saved] == [d.reasoning for d in returned.demos]
