@@ -22,7 +22,6 @@ from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.optimizers import create_optimizer
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
-    Budget,
     NotSupported,
     OptimizeRequest,
     UsageError,
@@ -30,6 +29,7 @@ from mipro_bench.optimizers.base import (
 from mipro_bench.optimizers.synth_mipro import (
     JOB_SPLIT,
     JobSettings,
+    RolloutBudget,
     SynthMIPRO,
     job_config,
     outcome_from,
@@ -38,7 +38,7 @@ from mipro_bench.optimizers.synth_mipro import (
 )
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import PHASES, OptimizedPrompt, PhaseUsage, RunRecord, read_record
-from mipro_bench.runner import gateway_usage_reader, run_case
+from mipro_bench.runner import gateway_usage_reader, run_case, score
 from mipro_bench.serving import find_free_port
 from tests.lm_support import RecordingResponder, recording_gateway
 from tests.task_app_support import tiny_splits
@@ -65,7 +65,7 @@ def request_for(panel: Splits, gw: GatewayHandle, tmp: Path, *, budget: int = BU
                 mode: str = "instruction_only", scope: str = "synth-adapter",
                 progress: Callable[[str], None] | None = None) -> OptimizeRequest:
     return OptimizeRequest(
-        splits=panel, lm=gw.endpoint, mode=mode, budget=Budget(rollouts=budget),  # type: ignore[arg-type]
+        splits=panel, lm=gw.endpoint, mode=mode, budget=RolloutBudget(rollouts=budget),  # type: ignore[arg-type]
         seed=1, workdir=tmp / "work", scope=scope, progress=progress,
         usage=gateway_usage_reader(gw, scope))
 
@@ -240,7 +240,7 @@ def test_remote_backends_need_a_key_and_must_answer(panel: Splits, tmp_path: Pat
         assert "\n" not in str(info.value)
         with pytest.raises(UsageError, match="rollout budget"):
             SynthMIPRO(backend="local").check(OptimizeRequest(
-                splits=panel, lm=gw.endpoint, mode="instruction_only", budget=Budget(),
+                splits=panel, lm=gw.endpoint, mode="instruction_only", budget=RolloutBudget(),
                 seed=1, workdir=tmp_path, scope="x"))
 
 
@@ -304,7 +304,9 @@ async def test_optimize_and_evaluate_work_inside_a_running_event_loop(
         request = request_for(panel, gw, tmp_path, budget=6)
         optimizer = SynthMIPRO(**{**FAST, "num_candidates": 1})
         outcome = optimizer.optimize(request)  # the SDK's sync calls, off this loop
-        items = optimizer.evaluate(BASELINE_PROMPT, panel.val, request, "baseline_eval")
+        items = score(BASELINE_PROMPT, panel.val, request, "baseline_eval",
+                      executor=optimizer.spec.native_executor,
+                      options=optimizer.executor_options())
     assert outcome.backend == "local" and outcome.details["synth"]["rollouts_used"] == 6
     assert [i.id for i in items] == [e.id for e in panel.val.examples]
     assert recorder.policy_systems()[-len(items):] == [BASELINE_INSTRUCTION] * len(items)
@@ -332,3 +334,53 @@ def test_an_external_local_backend_is_used_through_its_url(panel: Splits, tmp_pa
     assert jobs[0].status == "succeeded"
     # the job carried the gateway token to the external backend, which did not keep it
     assert gw.token not in json.dumps(jobs[0].config_body)
+
+
+# --- one harness per session ------------------------------------------------------------------
+
+
+def test_evaluations_and_a_job_share_the_sessions_servers(panel: Splits, tmp_path: Path,
+                                                          synth_sandbox: Any) -> None:
+    """Two task-app evaluations and a local Synth job in one harness: one task app, one
+    interceptor, one local backend, each started once and each used."""
+    from urllib.parse import urlparse
+
+    from mipro_bench.harness import Harness
+
+    with (
+        _sdk_sandbox(synth_sandbox),
+        recording_gateway() as (gw, recorder),
+        Harness(panel, env_api_key=synth_sandbox.env_api_key) as harness,
+    ):
+        scope = "shared-harness"
+        request = OptimizeRequest(
+            splits=panel, lm=gw.endpoint, mode="instruction_only",
+            budget=RolloutBudget(rollouts=6), seed=1, workdir=tmp_path / "work", scope=scope,
+            usage=gateway_usage_reader(gw, scope), harness=harness)
+        optimizer = SynthMIPRO(**{**FAST, "backend": "local", "num_candidates": 1})
+
+        def evaluate(prompt: OptimizedPrompt, phase: str) -> tuple:
+            return score(prompt, panel.test, request, phase, executor="task_app",
+                         options=optimizer.executor_options())
+
+        baseline = evaluate(BASELINE_PROMPT, "baseline_eval")
+        started_after_eval = list(harness.started)
+        outcome = optimizer.optimize(request)
+        optimized = evaluate(outcome.prompt, "test_eval")
+        started = list(harness.started)
+        (task_app_key,) = [k for k in started if "task_app" in k]
+        task_app = harness.task_app(**optimizer.task_app_options())
+        usage = gw.usage(scope)[scope]
+    assert len(started) == len(set(started)), started  # nothing started twice
+    assert started_after_eval == [task_app_key, "interceptor"]
+    assert started.count("interceptor") == 1
+    assert [k for k in started if "synth_local_backend" in k] == ["synth_local_backend"]
+    # The job ran its rollouts against the very task app the evaluations used.
+    assert urlparse(outcome.details["synth"]["task_app_url"]).port == task_app.port
+    assert outcome.details["synth"]["rollouts_used"] == 6
+    assert [i.id for i in baseline] == [i.id for i in optimized] == [
+        e.id for e in panel.test.examples]
+    assert not any(i.error for i in (*baseline, *optimized))
+    assert usage["baseline_eval"].calls == usage["test_eval"].calls == len(panel.test)
+    systems = recorder.policy_systems()
+    assert systems[-len(panel.test):] == [outcome.prompt.instruction] * len(panel.test)
