@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
+from mipro_bench.continuity import case_key, case_scope, find_reusable, key_hash
 from mipro_bench.data import Splits
 from mipro_bench.harness import Harness
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.matrix import Case, Matrix
-from mipro_bench.optimizers import create_optimizer
+from mipro_bench.optimizers import get_spec
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.results import RunRecord
 from mipro_bench.runner import run_case
@@ -46,6 +47,8 @@ def run_bench_case(
     progress: Callable[[str], None] | None = None,
     harness: Harness | None = None,
     session_options: dict[str, Any] | None = None,
+    resume: bool = False,
+    say: Callable[[str], None] | None = None,
 ) -> RunRecord:
     """Run `case` (or skip it with its reason), attach the record, assert its floors."""
     if case.unsupported:
@@ -59,14 +62,29 @@ def run_bench_case(
         pytest.skip(f"model {case.model} not selected (this session runs "
                     f"{endpoint.settings.model}; see --mipro-model)")
     options = {**case.options, **(session_options or {})}
-    optimizer = create_optimizer(case.optimizer, **options)
-    scope = f"{case.slug}-{case.mode}-s{case.seed}-{_short(item.nodeid)}"
-    request = OptimizeRequest(
-        splits=splits, lm=endpoint, mode=case.mode, budget=case.budget,  # type: ignore[arg-type]
-        seed=case.seed, workdir=workdir, scope=scope, progress=progress,
-        options=options, harness=harness,
-    )
-    record, path = run_case(optimizer, request, results_dir=results_dir)
+    spec = get_spec(case.optimizer)
+    key = case_key(optimizer=case.optimizer, mode=case.mode, seed=case.seed,
+                   budget=case.budget.to_dict(), options=options,
+                   speed_only=spec.concurrency_options, digests=splits.digests(),
+                   settings=endpoint.settings)
+    reuse = find_reusable(results_dir, key, case.id) if resume else None
+    if reuse is not None and reuse.note and say is not None:
+        say(reuse.note)
+    if reuse is not None and reuse.record is not None:
+        record = reuse.record
+        path = results_dir / record.details["reused_from"]
+        if say is not None:
+            say(f"resume: {case.id}: reusing {path.name} (not run again)")
+    else:
+        optimizer = spec.create(options)
+        request = OptimizeRequest(
+            splits=splits, lm=endpoint, mode=case.mode, budget=case.budget,
+            seed=case.seed, workdir=workdir,
+            scope=case_scope(case.slug, case.mode, case.seed, key),  # journals find it again
+            progress=progress, options=options, harness=harness,
+        )
+        record, path = run_case(optimizer, request, results_dir=results_dir,
+                                details={"case_key": key, "case_key_hash": key_hash(key)})
     item.user_properties.append((USER_PROPERTY, record.to_dict()))
     item.user_properties.append(("mipro_record_path", str(path)))
     item.stash[RECORD_KEY] = record
@@ -81,9 +99,3 @@ def run_bench_case(
     return record
 
 
-def _short(nodeid: str) -> str:
-    """A URL-safe, unique-enough token for the gateway scope of one test item."""
-    import hashlib
-    import uuid
-
-    return hashlib.sha256(f"{nodeid}:{uuid.uuid4()}".encode()).hexdigest()[:8]

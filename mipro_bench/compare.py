@@ -168,6 +168,7 @@ class Row:
     best_val_score: SeedSummary | None = None
     usage: dict[str, UsageSummary] = field(default_factory=dict)
     lm_calls: float | None = None
+    replayed: bool = False  # answered from a recording (no LM called)
     tokens: float | None = None
     cost_usd: float | None = None
     elapsed_seconds: SeedSummary | None = None
@@ -238,6 +239,7 @@ class RunInfo:
     data_seeds: tuple[int, ...]
     seeds: tuple[int, ...]
     versions: dict[str, str]
+    replayed_from: tuple[str, ...] = ()  # recordings the records were answered from
 
 
 @dataclass(frozen=True)
@@ -609,6 +611,7 @@ def _measured_row(key: tuple[str, str, str], recs: list[RunRecord], ctx: _Ctx,
         kind="measured",
         status=_status(recs),
         simulated=any(r.lm.simulated for r in recs),
+        replayed=any(r.lm.replayed_from for r in recs),
         lm_backend=first.lm.backend,
         backend=first.backend,
         n_seeds=len(recs),
@@ -774,6 +777,7 @@ def _run_info(records: Sequence[RunRecord], ctx: _Ctx, generated_at: str) -> Run
     return RunInfo(
         generated_at=generated_at,
         simulated=any(r.lm.simulated for r in records),
+        replayed_from=distinct(r.lm.replayed_from for r in records),
         confidence=ctx.confidence,
         n_resamples=ctx.n_resamples,
         bootstrap_seed=ctx.seed,

@@ -343,8 +343,8 @@ def load_baseline_records(path: Path) -> list[RunRecord]:
 
 # --- checking ----------------------------------------------------------------------------------
 def is_deterministic(record: RunRecord) -> bool:
-    """A run that repeats exactly: today the simulated LM (replayed runs will join here)."""
-    return record.lm.simulated
+    """A run that repeats exactly: the simulated LM, or a replay of a recording."""
+    return record.lm.simulated or record.lm.replayed_from is not None
 
 
 def preflight(baseline: Sequence[RunRecord], checks: Sequence[Check]) -> None:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mipro_bench.argtypes import non_negative_int, positive_int
+from mipro_bench.continuity import Continuity
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.lm.settings import DEFAULT_MODEL
@@ -93,6 +94,13 @@ COMMON: tuple[Opt, ...] = (
         "local the served model's name is recorded)", "lm", default=DEFAULT_MODEL),
     Opt("results-dir", f"where records and reports go (default {DEFAULT_RESULTS_DIR}/)",
         "output", Path, DEFAULT_RESULTS_DIR, metavar="DIR"),
+    Opt("resume", "reuse succeeded records of the same cases and replay the journals of "
+        "cases that died mid-way (journals in <results-dir>/journal/)", "continuity",
+        action="store_true", default=False),
+    Opt("record", "save this run's LM traffic as one compressed recording", "continuity",
+        metavar="PATH"),
+    Opt("replay", "answer every LM call from a recording (no LM, no key, no network)",
+        "continuity", metavar="PATH"),
 )
 
 # Options of a whole comparison (the plugin and run_comparison.py): the matrix and the gate.
@@ -186,6 +194,9 @@ class BenchOptions:
     api_base: str | None = None
     model: str = DEFAULT_MODEL
     results_dir: Path = DEFAULT_RESULTS_DIR
+    resume: bool = False
+    record: Path | None = None
+    replay: Path | None = None
     # Session options the optimizers declared ({option key: value} per optimizer).
     optimizer_session_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -210,12 +221,20 @@ class BenchOptions:
             api_base=get("api_base"),
             model=get("model"),
             results_dir=Path(get("results_dir")),
+            resume=bool(get("resume")),
+            record=Path(get("record")) if get("record") else None,
+            replay=Path(get("replay")) if get("replay") else None,
             optimizer_session_options=session_options,
         )
 
     @classmethod
     def from_pytest(cls, config: Any) -> BenchOptions:
         return cls.from_values(lambda dest: config.getoption("mipro_" + dest, None))
+
+    def continuity(self) -> Continuity:
+        """The run's resume/record/replay choice (the recording loaded and checked)."""
+        return Continuity.from_options(resume=self.resume, record=self.record,
+                                       replay=self.replay)
 
 
 def session_values(get: Callable[[str], Any]) -> dict[str, Any]:

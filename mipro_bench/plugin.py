@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from mipro_bench.benchcase import case_params
+from mipro_bench.continuity import Continuity
 from mipro_bench.errors import UserError
 from mipro_bench.lm.run_lm import served_local_model
 from mipro_bench.matrix import Matrix
@@ -23,6 +24,7 @@ from mipro_bench.options import (
     COMMON,
     PLUGIN_PREFIX,
     SESSION,
+    BenchOptions,
     add_options,
     session_values,
     spec_options,
@@ -68,8 +70,9 @@ class _XdistController:
             self.session.merge_worker_payload(payload)
 
 
-def matrix_choice(get: Any) -> MatrixChoice:
-    """The session's matrix choice from the option values (`get(dest)`)."""
+def matrix_choice(get: Any, continuity: Continuity | None = None) -> MatrixChoice:
+    """The session's matrix choice from the option values (`get(dest)`); a replay runs the
+    recorded model's cases."""
     from mipro_bench.optimizers import registry
 
     values = session_values(get)
@@ -79,7 +82,8 @@ def matrix_choice(get: Any) -> MatrixChoice:
         matrix=values["matrix"], optimizers=values["optimizers"], modes=values["modes"],
         seeds=values["seeds"], budgets=values["budget"] or (), options=values["option"] or (),
         concurrency=values["concurrency"], per_optimizer_concurrency=per_optimizer,
-        model=served_local_model(get("lm"), get("api_base"), get("model")),
+        model=(continuity.recording.model if continuity and continuity.recording else
+               served_local_model(get("lm"), get("api_base"), get("model"))),
     )
 
 
@@ -97,13 +101,15 @@ def pytest_configure(config: pytest.Config) -> None:
             floors=opt("mipro_floors"),
             compare_alpha=opt("mipro_compare_alpha"),
         )
-        choice = matrix_choice(lambda dest: opt("mipro_" + dest))
+        continuity = BenchOptions.from_pytest(config).continuity()  # a bad --replay: now
+        choice = matrix_choice(lambda dest: opt("mipro_" + dest), continuity)
         if choice.path is not None or choice.overrides:
             config.stash[MATRIX_KEY] = choice.load()  # what the user typed is checked now
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[CHOICE_KEY] = choice
     session.choice = choice
+    session.continuity = continuity
     config.stash[SESSION_KEY] = session
     if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
         config.pluginmanager.register(_XdistController(session), "mipro_bench_xdist")

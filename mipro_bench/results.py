@@ -128,6 +128,8 @@ class LMInfo:
     model: str
     base_url: str | None
     simulated: bool
+    # The recording a replayed run was answered from (no LM called); None when live.
+    replayed_from: str | None = None
 
 
 @dataclass(frozen=True)

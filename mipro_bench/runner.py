@@ -16,7 +16,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,7 @@ def run_case(
     results_dir: Path,
     usage: UsageReader | None = None,
     max_item_error_rate: float = MAX_ITEM_ERROR_RATE,
+    details: Mapping[str, Any] | None = None,
 ) -> tuple[RunRecord, Path]:
     """Run one case and write its record atomically; returns (record, path).
 
@@ -145,6 +146,8 @@ def run_case(
     artifacts = _keep_artifacts(done.outcome, path)
     record = _record(optimizer, request, done, started_at, elapsed, error,
                      usage_by_phase, usage_error, artifacts)
+    if details:
+        record = replace(record, details={**record.details, **details})
     write_json_atomic(path, record.to_dict())
     if interrupted is not None:
         raise interrupted
@@ -245,6 +248,7 @@ def _record(
             model=settings.model,
             base_url=settings.base_url,  # the upstream, never the gateway, never a key
             simulated=settings.simulated,
+            replayed_from=settings.replayed_from,
         ),
         data=DataInfo(source=splits.source, digests=splits.digests()),
         results=Scores(

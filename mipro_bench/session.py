@@ -32,13 +32,14 @@ from mipro_bench.results import RunRecord, timestamp, write_json_atomic
 
 if TYPE_CHECKING:  # compare/report pull in scipy and matplotlib: import them only when needed
     from mipro_bench.compare import UnsupportedCase
+    from mipro_bench.continuity import Continuity
     from mipro_bench.matrix import Case, Matrix
     from mipro_bench.selection import MatrixChoice
 
 WORKER_KEY = "mipro_bench"
 # The order of the written files in the summary: the HTML report last, where a reader's
 # eye lands at the end of the output.
-_FILE_ORDER = ("json", "markdown", "baseline", "html")
+_FILE_ORDER = ("json", "markdown", "baseline", "recording", "html")
 
 
 @dataclass
@@ -63,6 +64,7 @@ class MiproSession:
     table: str | None = None
     matrix: Matrix | None = None  # the session's matrix (the plugin sets it at collection)
     choice: MatrixChoice | None = None  # what the session asked for (the plugin sets it)
+    continuity: Continuity | None = None  # --mipro-resume/record/replay (the plugin sets it)
 
     @classmethod
     def from_options(
@@ -151,19 +153,30 @@ class MiproSession:
         """Write the comparison and reports, then apply the gate; never raises on bad input."""
         if not self.records and not self.unsupported:
             return
+        self._save_recording()
         from mipro_bench.compare import build_comparison
         from mipro_bench.report import render_table, write_reports
 
         records = sorted(self.records, key=lambda r: r.case_id)
         unsupported = sorted(self.unsupported, key=lambda u: (u.optimizer, u.mode, u.model))
         comparison = build_comparison(records, unsupported=unsupported)
-        self.written = write_reports(comparison, self.results_dir, self._free_stamp())
+        self.written.update(write_reports(comparison, self.results_dir, self._free_stamp()))
         self.table = render_table(comparison)
         if self.save_baseline is not None:
             payload = json.loads(self.written["json"].read_text(encoding="utf-8"))
             self.written["baseline"] = write_json_atomic(self.save_baseline, payload)
         if self.compare_spec:
             self._gate(records)
+
+    def _save_recording(self) -> None:
+        """`--mipro-record PATH`: this session's journaled calls, saved before the reports
+        (so a report bug cannot lose the recording of a paid run)."""
+        if self.continuity is None or self.continuity.record is None:
+            return
+        scopes = {str(r.details.get("scope")) for r in self.records if r.details.get("scope")}
+        saved = self.continuity.save_recording(self.results_dir, scopes)
+        if saved is not None:
+            self.written["recording"] = saved
 
     def _free_stamp(self) -> str:
         """YYYYMMDD_HHMMSS, with _1, _2... when a session of the same second wrote one."""

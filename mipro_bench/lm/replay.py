@@ -26,8 +26,8 @@ from mipro_bench.lm.journal import JournalEntry
 
 ReplayMode = Literal["replay", "resume"]
 REPLAY_MODES: tuple[ReplayMode, ...] = ("replay", "resume")
-RERECORD_HINT = ("to re-record, run again without replay with a journal dir, and save a new "
-                 "Recording from it")
+RERECORD_HINT = ("the recording is stale for this command: re-record it by running the same "
+                 "command with --record PATH (--mipro-record for pytest) instead of --replay")
 
 
 class Occurrences:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from mipro_bench.errors import UserError
 from mipro_bench.lm.gateway import GatewayHandle, ServerStartError, start_gateway
@@ -43,20 +44,24 @@ def resolve(lm: str | None, api_base: str | None, model: str) -> tuple[LMSetting
 
 @contextlib.contextmanager
 def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
-           ) -> Iterator[GatewayHandle]:
-    """Start what `settings` needs (llama.cpp for local) and the gateway in front of it."""
+           **gateway_kwargs: Any) -> Iterator[GatewayHandle]:
+    """Start what `settings` needs (llama.cpp for local, nothing for a replay) and the
+    gateway in front of it; `gateway_kwargs` are the journal/replay arguments
+    (`Continuity.gateway_kwargs`)."""
     from mipro_bench.lm.local_llama import LocalLLMError, start_local_llama
     from mipro_bench.lm.sim_responder import PolicyUnavailable
 
     with contextlib.ExitStack() as stack:
         try:
-            if settings.backend == "local" and not settings.base_url:
+            replaying = gateway_kwargs.get("replay_mode") == "replay" and gateway_kwargs.get(
+                "replay") is not None
+            if settings.backend == "local" and not settings.base_url and not replaying:
                 server = stack.enter_context(start_local_llama())
                 settings = server.settings(settings)
                 if say is not None:
                     say(f"local model: llama.cpp serving {settings.model} at "
                         f"{settings.base_url}")
-            handle = stack.enter_context(start_gateway(settings))
+            handle = stack.enter_context(start_gateway(settings, **gateway_kwargs))
         except (LocalLLMError, ServerStartError, PolicyUnavailable) as exc:
             raise LMStartError(f"the LM could not start: {exc}") from None
         yield handle

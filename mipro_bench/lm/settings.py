@@ -37,6 +37,8 @@ class LMSettings:
     max_tokens: int = 256
     timeout_s: float = 60.0
     max_retries: int = 4
+    # The recording a replayed run answers from (no LM is called); None for live runs.
+    replayed_from: str | None = None
 
     @property
     def simulated(self) -> bool:
@@ -44,8 +46,10 @@ class LMSettings:
 
     @property
     def label(self) -> str:
-        """How the LM is named in tables: simulated runs say so in the name itself."""
-        return f"{self.model} [simulated]" if self.simulated else self.model
+        """How the LM is named in tables: simulated and replayed runs say so in the name."""
+        tags = [t for t, on in (("simulated", self.simulated),
+                                ("replayed", self.replayed_from is not None)) if on]
+        return f"{self.model} [{', '.join(tags)}]" if tags else self.model
 
     def api_key(self, env: Mapping[str, str] | None = None) -> str | None:
         if not self.api_key_env:

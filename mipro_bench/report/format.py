@@ -25,6 +25,14 @@ SIMULATED_NOTE = ("SIMULATED LM: these numbers come from the deterministic simul
                   "not a real model. They test the suite, not the optimizers.")
 
 
+REPLAYED_NOTE = ("REPLAYED: every LM call was answered from the recording {files}; no LM was "
+                 "called. The numbers are the recorded run's.")
+
+
+def replayed_note(files: tuple[str, ...]) -> str | None:
+    return REPLAYED_NOTE.format(files=", ".join(files)) if files else None
+
+
 def pct(value: float | None, missing: str = "-") -> str:
     return missing if value is None else f"{value * 100:.1f}%"
 
@@ -70,7 +78,8 @@ def own_score(seeds: SeedSummary | None, missing: str = "-", sep: str = " ") -> 
 def lm_kind(row: Row, missing: str = "-") -> str:
     if row.simulated is None:
         return missing
-    return "SIMULATED" if row.simulated else f"real ({row.lm_backend or 'unknown'})"
+    kind = "SIMULATED" if row.simulated else f"real ({row.lm_backend or 'unknown'})"
+    return f"{kind}, REPLAYED" if row.replayed else kind
 
 
 def seeds(row: Row, missing: str = "-") -> str:

@@ -121,6 +121,7 @@ def render_html(comparison: Comparison) -> str:
     context = {
         "simulated": comparison.simulated,
         "simulated_note": fmt.SIMULATED_NOTE,
+        "replayed_note": fmt.replayed_note(comparison.run.replayed_from),
         "run": run,
         "conf": f"{conf:g}",
         "rows": [_row_view(r) for r in comparison.rows],

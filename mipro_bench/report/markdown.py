@@ -58,6 +58,9 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
     out = ["# mipro-bench: Banking77 prompt-optimizer comparison", ""]
     if comparison.simulated:
         out += [f"> **{fmt.SIMULATED_NOTE}**", ""]
+    replayed = fmt.replayed_note(comparison.run.replayed_from)
+    if replayed:
+        out += [f"> **{replayed}**", ""]
     out += [
         f"Generated {cell(run.generated_at)}; models: {cell(', '.join(run.models) or MISSING)}; "
         f"{conf:g}% CIs from {run.n_resamples:,} bootstrap resamples (seed {run.bootstrap_seed}).",

@@ -50,6 +50,9 @@ def render_table(comparison: Comparison, *, color: bool | None = False,
     console.print(Text(title, style="bold"))
     if comparison.simulated:
         console.print(Text(fmt.SIMULATED_NOTE, style="bold yellow"))
+    replayed = fmt.replayed_note(comparison.run.replayed_from)
+    if replayed:
+        console.print(Text(replayed, style="bold yellow"))
     if not comparison.rows:
         console.print("No benchmark cases were recorded.")
         return out.getvalue()
