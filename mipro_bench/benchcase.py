@@ -13,15 +13,13 @@ from typing import Any
 
 import pytest
 
-from mipro_bench.continuity import case_key, case_scope, find_reusable, key_hash
+from mipro_bench.continuity import run_or_reuse
 from mipro_bench.data import Splits
 from mipro_bench.harness import Harness
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.matrix import Case, Matrix
 from mipro_bench.optimizers import get_spec
-from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.results import RunRecord
-from mipro_bench.runner import run_case
 
 USER_PROPERTY = "mipro_record"  # request.node.user_properties entry holding record.to_dict()
 RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
@@ -62,29 +60,11 @@ def run_bench_case(
         pytest.skip(f"model {case.model} not selected (this session runs "
                     f"{endpoint.settings.model}; see --mipro-model)")
     options = {**case.options, **(session_options or {})}
-    spec = get_spec(case.optimizer)
-    key = case_key(optimizer=case.optimizer, mode=case.mode, seed=case.seed,
-                   budget=case.budget.to_dict(), options=options,
-                   speed_only=spec.concurrency_options, digests=splits.digests(),
-                   settings=endpoint.settings)
-    reuse = find_reusable(results_dir, key, case.id) if resume else None
-    if reuse is not None and reuse.note and say is not None:
-        say(reuse.note)
-    if reuse is not None and reuse.record is not None:
-        record = reuse.record
-        path = results_dir / record.details["reused_from"]
-        if say is not None:
-            say(f"resume: {case.id}: reusing {path.name} (not run again)")
-    else:
-        optimizer = spec.create(options)
-        request = OptimizeRequest(
-            splits=splits, lm=endpoint, mode=case.mode, budget=case.budget,
-            seed=case.seed, workdir=workdir,
-            scope=case_scope(case.slug, case.mode, case.seed, key),  # journals find it again
-            progress=progress, options=options, harness=harness,
-        )
-        record, path = run_case(optimizer, request, results_dir=results_dir,
-                                details={"case_key": key, "case_key_hash": key_hash(key)})
+    record, path = run_or_reuse(
+        spec=get_spec(case.optimizer), options=options, budget=case.budget, mode=case.mode,
+        seed=case.seed, label=case.id, splits=splits, endpoint=endpoint,
+        results_dir=results_dir, workdir=workdir, harness=harness, progress=progress,
+        resume=resume, say=say)
     item.user_properties.append((USER_PROPERTY, record.to_dict()))
     item.user_properties.append(("mipro_record_path", str(path)))
     item.stash[RECORD_KEY] = record

@@ -30,19 +30,19 @@ from mipro_bench.argtypes import (  # noqa: F401  (the scripts import these from
     usable_results_dir,
 )
 from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
+from mipro_bench.continuity import Continuity, run_or_reuse
 from mipro_bench.data import Splits, load_banking77, make_splits
 from mipro_bench.errors import UserError
 from mipro_bench.harness import Harness
 from mipro_bench.lm.run_lm import resolve, run_lm
 from mipro_bench.optimizers import get_spec
-from mipro_bench.optimizers.base import NotSupported, OptimizeRequest
+from mipro_bench.optimizers.base import NotSupported
 from mipro_bench.options import (
     CLI_PREFIX,
     COMMON,
     add_options,
 )
 from mipro_bench.results import MODES, PHASES, RunRecord
-from mipro_bench.runner import gateway_usage_reader, run_case
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -116,6 +116,8 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
     # The title says "simulated" too: a narrow terminal ellipsizes the model column's
     # "(simulated)", and a simulated number must never read as a real one.
     simulated = "; simulated LM" if any(record.lm.simulated for record, _ in rows) else ""
+    if any(record.lm.replayed_from for record, _ in rows):
+        simulated += "; REPLAYED from a recording"
     table = Table(title=f"mipro-bench: Banking77 (test accuracy scored by the suite{simulated})",
                   title_justify="left")
     for name, justify in (("optimizer", "left"), ("mode", "left"), ("model", "left"),
@@ -126,7 +128,9 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
     for record, _path in rows:
         res = record.results
         delta = res.improvement
-        model = f"{record.lm.model} (simulated)" if record.lm.simulated else record.lm.model
+        tags = [t for t, on in (("simulated", record.lm.simulated),
+                                ("replayed", bool(record.lm.replayed_from))) if on]
+        model = f"{record.lm.model} ({', '.join(tags)})" if tags else record.lm.model
         status = record.status if record.status == "succeeded" else f"[red]{record.status}[/red]"
         calls = "/".join(str(record.usage[p].calls) if p in record.usage else "-" for p in PHASES)
         table.add_row(
@@ -163,9 +167,15 @@ def run_optimizer(
     if reason:
         raise NotSupported(reason)
     parsed_budget = spec.parse_budget(budget).for_mode(mode)
-    optimizer = spec.create(options or {})
-    # cheap checks first: no data is read for a bad LM
+    spec.parse_options(options or {})  # a bad option is one line before anything starts
+    # cheap checks first: no data is read for a bad LM or a bad recording
+    continuity = Continuity.from_options(resume=args.resume, record=args.record,
+                                         replay=args.replay)
     settings, lm_line = resolve(args.lm, args.api_base, args.model)
+    if continuity.replay is not None:
+        settings = continuity.lm_settings(settings)
+        lm_line = (f"LM: REPLAYED from {continuity.replay} (recorded {settings.model}); "
+                   "no LM is called")
     try:
         usable_results_dir(args.results_dir)
     except ValueError as exc:
@@ -177,18 +187,20 @@ def run_optimizer(
         f"data: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)} "
         f"(seed {splits.seed}, {splits.source})", highlight=False,
     )
-    with run_lm(settings, say=lambda line: err.print(line, highlight=False)) as gateway, \
+    with run_lm(settings, say=lambda line: err.print(line, highlight=False),
+                **continuity.gateway_kwargs(args.results_dir)) as gateway, \
             Harness(splits) as harness, tempfile.TemporaryDirectory(
                 prefix="mipro-bench-") as workdir, \
             progress_line(err, f"{optimizer_name} {mode}") as say:
-        scope = new_scope(spec.slug, mode, args.seed)
-        request = OptimizeRequest(
-            splits=splits, lm=gateway.endpoint, mode=mode, budget=parsed_budget,
-            seed=args.seed, workdir=Path(workdir), scope=scope, progress=say,
-            options=dict(options or {}), usage=gateway_usage_reader(gateway, scope),
-            harness=harness,
-        )
-        record, path = run_case(optimizer, request, results_dir=args.results_dir)
+        record, path = run_or_reuse(
+            spec=spec, options=dict(options or {}), budget=parsed_budget, mode=mode,
+            seed=args.seed, label=f"{optimizer_name} {mode} seed {args.seed}", splits=splits,
+            endpoint=gateway.endpoint, results_dir=args.results_dir, workdir=Path(workdir),
+            harness=harness, progress=say, resume=continuity.resume, say=say,
+            usage=None)
+    saved = continuity.save_recording(args.results_dir, {str(record.details.get("scope"))})
+    if saved is not None:
+        err.print(f"recording: {saved}", highlight=False)
     (out or stdout_console()).print(summary_table([(record, path)]))
     if record.status != "succeeded":
         err.print(f"[red]run failed[/red]: {record.error} (record: {path})", highlight=False)

@@ -195,3 +195,33 @@ def find_reusable(results_dir: Path, key: Mapping[str, Any], case_label: str) ->
     changed = [k for k in key if old.get(k) != key.get(k)]
     return Reuse(None, f"resume: {case_label}: {path.name} is for another "
                        f"{', '.join(changed)}; the case is rerun")
+
+
+def run_or_reuse(*, spec: Any, options: Mapping[str, Any], budget: Any, mode: str, seed: int,
+                 label: str, splits: Any, endpoint: Any, results_dir: Path, workdir: Path,
+                 harness: Any = None, progress: Any = None, usage: Any = None,
+                 resume: bool = False, say: Any = None) -> tuple[RunRecord, Path]:
+    """One case under its key: the reused record on `resume` when one fits, else a run
+    under the case's own scope (so its journal is found again). The same for pytest and
+    the CLIs."""
+    from mipro_bench.optimizers.base import OptimizeRequest
+    from mipro_bench.runner import run_case
+
+    key = case_key(optimizer=spec.name, mode=mode, seed=seed, budget=budget.to_dict(),
+                   options=options, speed_only=spec.concurrency_options,
+                   digests=splits.digests(), settings=endpoint.settings)
+    reuse = find_reusable(results_dir, key, label) if resume else Reuse(None, None)
+    if reuse.note and say is not None:
+        say(reuse.note)
+    if reuse.record is not None:
+        path = Path(results_dir) / reuse.record.details["reused_from"]
+        if say is not None:
+            say(f"resume: {label}: reusing {path.name} (not run again)")
+        return reuse.record, path
+    scope = case_scope(spec.slug, mode, seed, key)
+    request = OptimizeRequest(
+        splits=splits, lm=endpoint, mode=mode, budget=budget,  # type: ignore[arg-type]
+        seed=seed, workdir=workdir, scope=scope, progress=progress, options=dict(options),
+        harness=harness, usage=usage)
+    return run_case(spec.create(dict(options)), request, results_dir=results_dir,
+                    details={"case_key": key, "case_key_hash": key_hash(key)})
