@@ -26,7 +26,7 @@ RECORD_KEY = pytest.StashKey[RunRecord]()  # the same record on item.stash
 
 
 def case_params(matrix: Matrix, optimizers: tuple[str, ...] | None = None) -> list[Any]:
-    """pytest.param per matrix case, id like `dspy_miprov2-instruction_only-gpt-4.1-nano-seed1`
+    """pytest.param per matrix case, id like `<optimizer>-instruction_only-gpt-4.1-nano-seed1`
     (unsupported ones included: they skip with their reason when run); only the selected
     optimizers' cases when `optimizers` is given."""
     return [pytest.param(case, id=case.id, marks=[pytest.mark.benchmark_case])

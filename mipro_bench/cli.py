@@ -1,4 +1,4 @@
-"""Shared plumbing of the seed CLIs (run_dspy_mipro_banking77.py, the Synth and comparison ones).
+"""Shared plumbing of the earlier benchmark's one-optimizer CLIs (run_*_banking77.py).
 
 Every CLI takes the same data/LM/results options with the same defaults as
 `pytest benchmarks/`, starts and stops the one LM gateway, shows progress,

@@ -117,7 +117,7 @@ class Matrix:
     path: Path
     cases: tuple[Case, ...]
     calibration: Calibration | None = None
-    # Dotted keys a session overrode on top of the file (e.g. "budget.dspy_miprov2.trials").
+    # Dotted keys a session overrode on top of the file (e.g. "budget.<optimizer>.trials").
     overridden: frozenset[str] = frozenset()
 
     def for_optimizer(self, name: str) -> tuple[Case, ...]:
@@ -136,7 +136,7 @@ def load_matrix(path: str | Path | None = None, *,
     """Read and expand the matrix; every problem is a MatrixError with one line.
 
     `overrides` maps dotted keys to values set on top of the file before it is
-    validated, e.g. {"matrix.seeds": [1, 2], "budget.dspy_miprov2.trials": 2}, so a
+    validated, e.g. {"matrix.seeds": [1, 2], "budget.<optimizer>.trials": 2}, so a
     session can shrink or widen the matrix without editing it and an override gets the
     same checks (and messages) as the file.
     """

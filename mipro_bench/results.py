@@ -196,6 +196,8 @@ class RunRecord:
         out = asdict(self)
         out["results"]["improvement"] = self.results.improvement
         out["case_id"] = self.case_id
+        if out["lm"].get("replayed_from") is None:
+            out["lm"].pop("replayed_from", None)  # live records read as they always did
         if out.get("optimized_prompt"):
             for demo in out["optimized_prompt"]["demos"]:
                 if demo.get("reasoning") is None:

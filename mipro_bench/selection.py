@@ -101,13 +101,13 @@ def _scalar(raw: str) -> Any:
 
 
 def parse_override(expr: str, table: str, option: str) -> tuple[str, Any]:
-    """`dspy_miprov2.trials=2` -> ("<table>.dspy_miprov2.trials", 2)."""
+    """`<optimizer>.trials=2` -> ("<table>.<optimizer>.trials", 2)."""
     key, sep, raw = expr.partition("=")
     optimizer, dot, knob = key.strip().partition(".")
     raw = raw.strip()
     if not sep or not dot or not optimizer or not knob or not raw:
         raise SelectionError(f"{option} {expr!r}: expected OPTIMIZER.KEY=VALUE, "
-                             "e.g. dspy_miprov2.trials=2")
+                             "e.g. <optimizer>.trials=2")
     try:
         get_spec(optimizer)
     except UnknownOptimizer as exc:

@@ -163,10 +163,6 @@ def test_no_shared_code_imports_or_branches_on_an_optimizer() -> None:
     assert not hits, "shared code names an optimizer:\n" + "\n".join(hits)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "source: shared modules still name optimizers in prose and examples: cli.py:1 docstring, "
-    "selection.py:104/110 (docstring, error-message example), benchcase.py:31 docstring, "
-    "matrix.py:120/139 comments, options.py:110/114/116 --help examples"))
 def test_no_shared_module_names_an_optimizer_anywhere() -> None:
     words = _optimizer_words()
     pattern = re.compile(r"(?<![A-Za-z0-9])(" + "|".join(map(re.escape, sorted(words)))
