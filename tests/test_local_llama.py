@@ -14,7 +14,6 @@ from mipro_bench.lm.local_llama import (
     LocalLlamaServer,
     LocalLLMError,
     default_model_path,
-    llama_cpp_available,
     resolve_model_path,
     server_command,
     start_local_llama,
@@ -82,13 +81,8 @@ def test_the_server_answers_to_the_gguf_stem_and_the_settings_say_so(tmp_path: P
 
 
 @pytest.mark.local_llm
-def test_real_local_model_answers_through_the_gateway(tmp_path: Path) -> None:
-    if not llama_cpp_available():
-        pytest.skip("llama-cpp-python is not installed (extra 'local'; see README)")
-    try:
-        model = default_model_path()
-    except LocalLLMError as exc:
-        pytest.skip(str(exc))
+def test_real_local_model_answers_through_the_gateway(tmp_path: Path, local_model: Path) -> None:
+    model = local_model
     settings, _ = resolve_lm_settings(lm="local", model="smollm2-135m", env={})
     with start_local_llama(model, log_path=tmp_path / "llama.log") as server, start_gateway(
         server.settings(settings)
