@@ -99,3 +99,39 @@ def test_real_local_model_answers_through_the_gateway(tmp_path: Path, local_mode
     assert usage.calls == 1
     assert usage.output_tokens > 0
     assert usage.cost_usd is None
+
+
+def test_the_model_server_dies_with_the_run_that_started_it(tmp_path: Path) -> None:
+    """A `kill -9` of a run must not leave llama.cpp decoding for nobody: the server is
+    started with the parent-death signal set. Checked with a stand-in child (sleep)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, pathlib\n"
+        "from mipro_bench.lm.local_llama import _die_with_parent\n"
+        "child = subprocess.Popen(['sleep', '60'], preexec_fn=_die_with_parent)\n"
+        f"pathlib.Path({str(pid_file)!r}).write_text(str(child.pid))\n"
+        "child.wait()\n")])
+    for _ in range(200):
+        if pid_file.is_file() and pid_file.read_text():
+            break
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    for _ in range(200):  # the kernel delivers the signal at once; reaping may lag a little
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":
+            break  # a zombie waiting for init: it is dead
+        time.sleep(0.05)
+    else:
+        os.kill(child, signal.SIGKILL)
+        pytest.fail("the child outlived its killed parent")

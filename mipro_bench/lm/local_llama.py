@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -127,7 +128,7 @@ def start_local_llama(
     proc = subprocess.Popen(
         server_command(path, host=host, port=port, n_ctx=n_ctx, n_threads=n_threads),
         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=_die_with_parent,
     )
     try:
         _wait_ready(proc, base_url, startup_timeout_s, log_path)
@@ -136,6 +137,18 @@ def start_local_llama(
         _stop(proc)
         if log_path:
             log.close()  # type: ignore[union-attr]
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to kill the server when the run that started it
+    dies (a `kill -9` of a comparison must not leave a model server decoding for nobody)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the finally-block stop still applies
+        pass
 
 
 def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, timeout_s: float,
