@@ -101,7 +101,7 @@ def test_registry_matches_the_adapter_class() -> None:
     assert (spec.budget_type, spec.options_type) == (MiproBudget, MiproOptions)
     assert spec.native_executor == "dspy_program"
     assert "synth_mipro" in registry() and not registry()["synth_mipro"].supports("fewshot")
-    with pytest.raises(UnknownOptimizer, match="known: dspy_miprov2"):
+    with pytest.raises(UnknownOptimizer, match=r"known: (\w+, )*dspy_miprov2"):
         get_spec("gepa")
 
 

@@ -32,6 +32,8 @@ def test_the_comparison_leaves_perf_benchmarks_out(tmp_path: Path) -> None:
         "dspy_miprov2-fewshot-gpt-4.1-nano-seed1",
         "synth_mipro-instruction_only-gpt-4.1-nano-seed1",
         "synth_mipro-fewshot-gpt-4.1-nano-seed1",  # collected, skipped as "not supported"
+        "dspy_gepa-instruction_only-gpt-4.1-nano-seed1",
+        "dspy_gepa-fewshot-gpt-4.1-nano-seed1",  # collected, skipped as "not supported"
     }
     assert "deselected" in out
 

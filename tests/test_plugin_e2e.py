@@ -27,6 +27,7 @@ MEASURED = {
     "dspy_miprov2[instruction_only-gpt-4.1-nano-seed1]",
     "dspy_miprov2[fewshot-gpt-4.1-nano-seed1]",
     "synth_mipro[instruction_only-gpt-4.1-nano-seed1]",
+    "dspy_gepa[instruction_only-gpt-4.1-nano-seed1]",
 }
 ZERO_TOLERANCE = [f"--mipro-compare-fail={m}:0" for m in (
     "optimized_test_accuracy", "baseline_test_accuracy", "improvement", "best_val_score")]
@@ -96,7 +97,7 @@ def test_the_comparison_json_holds_every_measured_record(plain: Run) -> None:
     record_file = re.compile(r"banking77_(?P<slug>[a-z_]+?)_\d{8}_\d{6}(_\d+)?\.json")
     slugs = sorted(m["slug"] for p in plain.files("banking77_*.json")
                    if (m := record_file.fullmatch(p.name)))
-    assert slugs == ["dspy_mipro", "dspy_mipro", "synth_mipro"]
+    assert slugs == ["dspy_gepa", "dspy_mipro", "dspy_mipro", "synth_mipro"]
     assert "ran" in plain.stdout and "the LM was busy" in plain.stdout
 
 

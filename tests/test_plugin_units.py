@@ -112,6 +112,7 @@ def test_one_concurrency_sets_every_optimizers_speed_knobs_and_a_flag_wins() -> 
     overrides = choice_from_options(concurrency=3).overrides
     assert overrides == {
         "options.dspy_miprov2.num_threads": 3,
+        "options.dspy_gepa.num_threads": 3,
         "options.synth_mipro.max_concurrent": 3,
         "options.synth_mipro.eval_concurrency": 3,
     }

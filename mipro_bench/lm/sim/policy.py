@@ -14,6 +14,10 @@ Request shapes recognised, first match wins:
    - a `Literal[...]` field, or one named intent/label/category/class/answer:
      the classifier's choice (labels from the Literal, else the prompt);
    - `reasoning`/`rationale`: one sentence naming the query words that matched;
+   - GEPA's reflection (`new_instruction` from `current_instruction` and
+     `examples_with_feedback`; any instruction output with a feedback input):
+     the current instruction plus hint lines drawn from the feedback shown
+     (reflection.py);
    - `proposed_instruction` (MIPROv2 GenerateSingleModuleInstruction) or any
      field with "instruction" in its name: a new instruction (proposer.py) from
      `basic_instruction`, the Query/Intent task demos and the hint lines of the
@@ -31,15 +35,18 @@ Request shapes recognised, first match wins:
    the first), arguments `{"intent": "<label>"}` for the task app's
    `banking77_classify` (any enum property gets the classifier's choice over
    its enum), finish_reason "tool_calls".
-3. Instruction proposals (Synth-style, mipro_bench.synth_local.proposer): no
+3. GEPA's plain reflection template (reflection.py): the current instruction
+   in a ``` block, "# Example N" sections with their feedback, "write a new
+   instruction"; answered with the new instruction inside a ``` block.
+4. Instruction proposals (Synth-style, mipro_bench.synth_local.proposer): no
    tools, the final user message contains the words "propose" and
    "instruction"; the current instruction follows a "Current instruction:"
    line (up to the next "Labelled examples" / "Examples" / "Query:" / "Tip:" /
    "Propose" line); examples are "Query: <text>" / "Intent: <label>" lines.
    The reply is only the new instruction text.
-4. Classification prompts without tools (labels found per reading.py and a
+5. Classification prompts without tools (labels found per reading.py and a
    query): the label name as plain text.
-5. Anything else: a short fixed sentence (never an error).
+6. Anything else: a short fixed sentence (never an error).
 
 With probability `malformed_rate` (a seeded draw per request and choice) the
 answer is garbage instead: plain text without tool calls, field markers or
@@ -76,6 +83,12 @@ from mipro_bench.lm.sim.reading import (
     label_field,
     read_classification,
     string_enum,
+)
+from mipro_bench.lm.sim.reflection import (
+    dspy_reflection,
+    fenced,
+    reflect_instruction,
+    text_reflection,
 )
 from mipro_bench.lm.sim.request import ChatRequest, SimRequestError, parse_request
 from mipro_bench.lm.sim.text import content_words, stem
@@ -140,6 +153,9 @@ class SimulatedLM:
         tool = request.forced_tool()
         if tool is not None:
             return _tool_call(request, tool, seed)
+        reflection = text_reflection(request.last_user())
+        if reflection is not None:
+            return Choice(content=fenced(reflect_instruction(reflection, seed)))
         if _is_proposal(request):
             return Choice(content=_generic_proposal(request, seed))
         view = read_classification(request, None)
@@ -218,6 +234,9 @@ def _field_text(
     inputs = dspy.inputs
     if key in ("reasoning", "rationale"):
         return _reasoning(decision, view)
+    reflection = dspy_reflection(dspy) if "instruction" in key else None
+    if reflection is not None:
+        return reflect_instruction(reflection, seed)
     if "instruction" in key:
         current = inputs.get("basic_instruction") or dspy.signature.instruction or DEFAULT_TASK
         if "basic_instruction" not in inputs:
