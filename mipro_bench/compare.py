@@ -169,6 +169,9 @@ class Row:
     usage: dict[str, UsageSummary] = field(default_factory=dict)
     lm_calls: float | None = None
     replayed: bool = False  # answered from a recording (no LM called)
+    # The optimize phase's calls split by the role of the LM that made them, when the
+    # optimizer reports it (details.lm_calls_by_role), e.g. task model vs reflection.
+    optimize_calls_by_role: dict[str, float] = field(default_factory=dict)
     tokens: float | None = None
     cost_usd: float | None = None
     elapsed_seconds: SeedSummary | None = None
@@ -536,6 +539,15 @@ def _usage_summary(runs: list[RunRecord]) -> dict[str, UsageSummary]:
     return out
 
 
+def _calls_by_role(runs: list[RunRecord]) -> dict[str, float]:
+    """Mean optimize-phase calls per LM role over the runs that report every role."""
+    tables = [r.details.get("lm_calls_by_role") for r in runs]
+    if not runs or not all(isinstance(t, dict) and t for t in tables):
+        return {}
+    roles = sorted(set.intersection(*(set(t) for t in tables)))  # type: ignore[arg-type]
+    return {role: float(np.mean([float(t[role] or 0) for t in tables])) for role in roles}
+
+
 def _per_intent(runs: list[RunRecord]) -> tuple[IntentDelta, ...]:
     base: dict[str, list[bool]] = defaultdict(list)
     opt: dict[str, list[bool]] = defaultdict(list)
@@ -621,6 +633,7 @@ def _measured_row(key: tuple[str, str, str], recs: list[RunRecord], ctx: _Ctx,
         improvement=improvement,
         best_val_score=stats.summarize_seeds(vals) if vals else None,
         usage=_usage_summary(runs),
+        optimize_calls_by_role=_calls_by_role(runs),
         lm_calls=float(np.mean([s.lm_calls for s in good])) if good else None,
         tokens=float(np.mean([s.tokens for s in good])) if good else None,
         cost_usd=_mean_or_none(costs),

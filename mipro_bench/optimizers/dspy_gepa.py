@@ -449,6 +449,9 @@ class DSPyGEPA:
         task_model_calls = (None if optimize_calls is None
                             else optimize_calls - (calls_before or 0) - reflection_calls)
         details: dict[str, Any] = {
+            # The generic split the budget table shows (task-model vs reflection calls).
+            "lm_calls_by_role": {"task_model": task_model_calls,
+                                 "reflection": reflection_calls},
             "dspy_gepa": {
                 **asdict(plan),
                 "resolved_max_metric_calls": optimizer.max_metric_calls,

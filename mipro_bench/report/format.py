@@ -105,11 +105,18 @@ def number(value: float | None, missing: str = "-") -> str:
     return f"{value:,.0f}" if abs(value - round(value)) < 1e-9 or value >= 100 else f"{value:,.1f}"
 
 
-def calls_by_phase(usage: dict[str, UsageSummary], missing: str = "-") -> str:
-    """'4 / 30 / 4' in PHASES order (baseline / optimize / test)."""
+def calls_by_phase(usage: dict[str, UsageSummary], missing: str = "-",
+                   optimize_by_role: dict[str, float] | None = None, role_sep: str = " ") -> str:
+    """'4 / 30 / 4' in PHASES order (baseline / optimize / test), then the optimize calls
+    split by LM role when the optimizer reports one: '(optimize: 554 task_model +
+    9 reflection)'."""
     if not usage:
         return missing
-    return " / ".join(number(usage[p].calls) if p in usage else missing for p in PHASES)
+    text = " / ".join(number(usage[p].calls) if p in usage else missing for p in PHASES)
+    if optimize_by_role:
+        split = " + ".join(f"{number(n)} {role}" for role, n in optimize_by_role.items())
+        text += f"{role_sep}(optimize: {split})"
+    return text
 
 
 def tokens(usage: dict[str, UsageSummary], missing: str = "-", sep: str = " / ") -> str:

@@ -56,7 +56,7 @@ def _row_view(row: Row) -> dict[str, Any]:
         "own_score": fmt.own_score(row.best_val_score, MISSING, sep="\n"),
         "status": row.status, "status_class": _status_class(row.status),
         "budget": fmt.budget(row.budget, MISSING),
-        "calls": fmt.calls_by_phase(row.usage, MISSING),
+        "calls": fmt.calls_by_phase(row.usage, MISSING, row.optimize_calls_by_role),
         "tokens": fmt.tokens(row.usage, MISSING),
         "cost": fmt.cost(row.cost_usd, measured, MISSING),
         "time": fmt.seconds(row.elapsed_seconds, MISSING, sep="\n"),

@@ -87,7 +87,8 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
         ["Optimizer", "Mode", "Model", "Budget", "LM calls (baseline / optimize / test)",
          "Tokens", "Cost", "Time"],
         [[r.optimizer, r.mode, r.model, fmt.budget(r.budget, MISSING),
-          fmt.calls_by_phase(r.usage, MISSING), fmt.tokens(r.usage, MISSING),
+          fmt.calls_by_phase(r.usage, MISSING, r.optimize_calls_by_role),
+          fmt.tokens(r.usage, MISSING),
           fmt.cost(r.cost_usd, r.kind == "measured" and r.n_succeeded > 0, MISSING),
           fmt.seconds(r.elapsed_seconds, MISSING)]
          for r in comparison.rows],

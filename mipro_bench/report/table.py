@@ -146,7 +146,8 @@ def _budget_table(comparison: Comparison, style: box.Box) -> Table:
     for row in comparison.rows:
         measured = row.kind == "measured" and row.n_succeeded > 0
         table.add_row(
-            row.optimizer, _case(row), fmt.budget(row.budget), fmt.calls_by_phase(row.usage),
+            row.optimizer, _case(row), fmt.budget(row.budget), fmt.calls_by_phase(
+                row.usage, optimize_by_role=row.optimize_calls_by_role, role_sep="\n"),
             fmt.tokens(row.usage, sep="\n"), fmt.cost(row.cost_usd, measured),
             fmt.seconds(row.elapsed_seconds, sep="\n"),
         )
