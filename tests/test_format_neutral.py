@@ -279,3 +279,13 @@ def test_a_local_backend_row_is_labelled_as_the_suites_re_implementation() -> No
     assert any(f.startswith("LOCAL BACKEND") for f in row.flags)
     assert "LOCAL" in render_table(comp)
     assert "local re-implementation" in render_markdown(comp)
+
+
+def test_the_html_report_warns_on_few_items_per_intent_and_not_to_compare_own_scores() -> None:
+    from mipro_bench.report.html import render_html
+
+    html = render_html(build_comparison([record(baseline="0101", optimized="1101")],
+                                        n_resamples=100))
+    assert 'id="small-intents-warning"' in html
+    assert "Compare optimizers at equal LM calls" not in html
+    assert "not comparable across optimizers" in html

@@ -127,6 +127,15 @@ def _configs(rows: tuple[Row, ...]) -> list[dict[str, str]]:
     return out
 
 
+SMALL_INTENT_ITEMS = 5  # below this many test items per intent the chart says so
+
+
+def _fewest_items_per_intent(comparison: Comparison) -> int | None:
+    counts = [d.n_items for r in comparison.rows for d in r.per_intent]
+    fewest = min(counts, default=None)
+    return fewest if fewest is not None and fewest < SMALL_INTENT_ITEMS else None
+
+
 def render_html(comparison: Comparison) -> str:
     """The whole report as one HTML document (str)."""
     run = comparison.run
@@ -152,6 +161,7 @@ def render_html(comparison: Comparison) -> str:
         } for e in comparison.format_effects],
         "executor_notes": [fmt.EXECUTOR_NOTE, fmt.PARSE_NOTE],
         "format_note": fmt.FORMAT_NOTE,
+        "small_intents": _fewest_items_per_intent(comparison),
         "charts": svgs,
         "prompt_groups": _prompt_groups(comparison.rows),
         "configs": _configs(comparison.rows),
