@@ -6,9 +6,11 @@ the fairness rules live here and nowhere else:
   and spread) and every seed's values are kept;
 - an accuracy is always the suite's own test accuracy with a CI over test
   items; an optimizer's self-reported best score is kept apart and labelled;
-- optimizers are compared only within one mode and one model, on the same
-  test items (paired bootstrap CI of the difference, McNemar), and a winner
-  is named only when the CI of the difference excludes zero;
+- optimizers are compared only within one mode, one model and one executor
+  (the format a prompt runs in), on the same test items (paired bootstrap CI
+  of the difference, McNemar); a winner is named only when the CI of the
+  difference excludes zero in that executor, and a pair says when executors
+  disagree; the format effect (same prompt, two executors) is its own table;
 - a failed case says "failed: <error>", a skipped one "not supported: ...",
   never a zero; an unknown cost is null, never 0.
 """
@@ -26,7 +28,9 @@ from typing import Any, Literal
 import numpy as np
 
 from mipro_bench import stats
+from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import (
+    MATCH_STEPS,
     MODES,
     PHASES,
     CaseConfig,
@@ -47,7 +51,8 @@ from mipro_bench.stats import (
     SeedSummary,
 )
 
-COMPARISON_SCHEMA_VERSION = 1
+COMPARISON_SCHEMA_VERSION = 2
+READABLE_COMPARISON_VERSIONS = (1, 2)  # 1: no per-executor results (read with defaults)
 DEFAULT_RESAMPLES = stats.DEFAULT_RESAMPLES
 NO_DIFFERENCE = "no significant difference"
 
@@ -120,6 +125,46 @@ class IntentPairDelta:
 
 
 @dataclass(frozen=True)
+class DiagnosticsSummary:
+    """How one executor's answers were parsed (pooled over seeds): the share of each step
+    of the label rule, answers naming no intent, LM errors, and LM calls per item."""
+
+    n_items: int
+    shares: dict[str, float]
+    no_intent: int
+    errors: int
+    calls_per_item: float | None
+
+
+@dataclass(frozen=True)
+class ExecutorEstimate:
+    """One executor's test accuracies for a row's baseline and optimized prompt."""
+
+    executor: str
+    native: bool
+    baseline: Estimate | None = None
+    optimized: Estimate | None = None
+    baseline_diagnostics: DiagnosticsSummary | None = None
+    optimized_diagnostics: DiagnosticsSummary | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class FormatEffect:
+    """The same prompt in two executors, on the same items: difference = A - B."""
+
+    prompt: str  # "baseline" or "<optimizer> [<mode>]"
+    model: str
+    executor_a: str
+    executor_b: str
+    n_items: int
+    difference: PairedDifference | None = None
+    mcnemar_p: float | None = None  # one run per side only
+    discordant: int | None = None
+    status: str = "compared"
+
+
+@dataclass(frozen=True)
 class SeedResult:
     """One record, as the comparison reads it."""
 
@@ -179,6 +224,11 @@ class Row:
     per_intent: tuple[IntentDelta, ...] = ()
     seeds: tuple[SeedResult, ...] = ()
     reason: str | None = None
+    native_executor: str | None = None
+    # Every executor's accuracies, the native one first (its values equal the row's own).
+    by_executor: tuple[ExecutorEstimate, ...] = ()
+    # Flags a reader must not miss (e.g. an optimized prompt identical to the baseline).
+    flags: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -216,6 +266,14 @@ class PairRow:
     mcnemar_p: float | None = None  # set when each side has one run; else see per_seed
     per_seed: tuple[SeedPair, ...] = ()
     per_intent: tuple[IntentPairDelta, ...] = ()
+    # The executor both sides' prompts ran in here ("" in version-1 comparisons: each side's
+    # native one), and for which side it is the native format.
+    executor: str = ""
+    native_for: tuple[str, ...] = ()
+    # Set when another executor's verdict on the same two prompts differs from this one's.
+    disagreement: str | None = None
+    # Set when the two optimize phases spent different LM calls.
+    budget_note: str | None = None
 
     @property
     def label(self) -> str:
@@ -256,6 +314,7 @@ class Comparison:
     notes: tuple[str, ...] = ()
     records: tuple[RunRecord, ...] = ()
     schema_version: int = COMPARISON_SCHEMA_VERSION
+    format_effects: tuple[FormatEffect, ...] = ()
 
     @property
     def simulated(self) -> bool:
@@ -269,14 +328,15 @@ class Comparison:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Comparison:
         version = data.get("schema_version") if isinstance(data, dict) else None
-        if version != COMPARISON_SCHEMA_VERSION:
+        if version not in READABLE_COMPARISON_VERSIONS:
             raise ComparisonError(
                 f"comparison schema_version {version!r} is not supported "
-                f"(expected {COMPARISON_SCHEMA_VERSION})"
+                f"(expected one of {', '.join(map(str, READABLE_COMPARISON_VERSIONS))})"
             )
         try:
             records = tuple(RunRecord.from_dict(r) for r in data.get("records", ()))
-            body = from_jsonable(cls, {**data, "records": []})
+            body = from_jsonable(cls, {**data, "records": [],
+                                       "schema_version": COMPARISON_SCHEMA_VERSION})
         except (SerdeError, RecordError) as exc:
             raise ComparisonError(f"malformed comparison: {exc}") from None
         return dataclasses.replace(body, records=records)
@@ -333,10 +393,17 @@ def build_comparison(
         )
     ordered = tuple(sorted(rows.values(), key=_row_order))
     pairs = _pairs(ordered, groups, ctx, cross_mode)
+    noted: set[tuple[str, str, str, str, str]] = set()
+    for pair in pairs:
+        which = (pair.optimizer_a, pair.optimizer_b, pair.mode_a, pair.mode_b, pair.model)
+        if pair.disagreement and which not in noted:
+            noted.add(which)
+            notes.append(f"{pair.label}: {pair.disagreement}")
     return Comparison(
         run=_run_info(records, ctx, generated_at or now_iso()),
         rows=ordered,
         pairs=pairs,
+        format_effects=_format_effects(ordered, groups, ctx),
         notes=tuple(notes),
         records=tuple(sorted((r for recs in groups.values() for r in recs),
                              key=lambda r: (r.optimizer, r.config.mode, _model(r), r.config.seed))),
@@ -422,6 +489,105 @@ def _maps(runs: Sequence[RunRecord], attr: str) -> list[dict[str, bool]] | None:
     """Every run's item map, or None if any run lacks one: never average a subset silently."""
     maps = [_item_map(getattr(r.results, attr)) for r in runs]
     return None if not maps or any(m is None for m in maps) else maps  # type: ignore[return-value]
+
+
+Which = Literal["baseline", "optimized"]
+
+
+def _exec_items(rec: RunRecord, executor: str, which: Which) -> tuple[ItemResult, ...]:
+    """One executor's per-item results of a record ("" = the native results)."""
+    res = rec.results
+    scores = res.by_executor.get(executor) if executor else None
+    if scores is None:
+        if executor and executor != res.native_executor:
+            return ()
+        return res.baseline_per_item if which == "baseline" else res.per_item
+    return scores.baseline_per_item if which == "baseline" else scores.per_item
+
+
+def _exec_maps(runs: Sequence[RunRecord], executor: str, which: Which
+               ) -> list[dict[str, bool]] | None:
+    maps = [_item_map(_exec_items(r, executor, which)) for r in runs]
+    return None if not maps or any(m is None for m in maps) else maps  # type: ignore[return-value]
+
+
+def _executors_of(runs: Sequence[RunRecord], native: str | None) -> list[str]:
+    """The executors the runs were scored in, the native one first."""
+    names: list[str] = []
+    for rec in runs:
+        names += [n for n in rec.results.by_executor if n not in names]
+    return sorted(names, key=lambda n: (n != native, n))
+
+
+def _diagnostics(runs: Sequence[RunRecord], executor: str, which: Which
+                 ) -> DiagnosticsSummary | None:
+    got = []
+    for rec in runs:
+        scores = rec.results.by_executor.get(executor)
+        diag = None if scores is None else (
+            scores.baseline_diagnostics if which == "baseline" else scores.optimized_diagnostics)
+        if diag is None:
+            return None
+        got.append(diag)
+    if not got:
+        return None
+    steps = {step: sum(d.steps.get(step, 0) for d in got) for step in MATCH_STEPS}
+    parsed = sum(steps.values())
+    n = sum(d.n_items for d in got)
+    calls = [d.lm_calls for d in got]
+    return DiagnosticsSummary(
+        n_items=n,
+        shares={k: (v / parsed if parsed else 0.0) for k, v in steps.items()},
+        no_intent=sum(d.no_intent for d in got),
+        errors=sum(d.errors for d in got),
+        calls_per_item=(sum(c for c in calls if c is not None) / n
+                        if n and all(c is not None for c in calls) else None),
+    )
+
+
+def _executor_estimates(key: tuple[str, str, str], runs: list[RunRecord], ctx: _Ctx,
+                        native: str | None) -> tuple[ExecutorEstimate, ...]:
+    out = []
+    one_panel = len({r.data.digests.get("test") for r in runs}) == 1
+    for name in _executors_of(runs, native):
+        is_native = name == native
+        estimates: dict[str, Estimate | None] = {}
+        for which in ("baseline", "optimized"):
+            maps = _exec_maps(runs, name, which)  # type: ignore[arg-type]
+            if maps is None:
+                estimates[which] = None
+                continue
+            values = [float(np.mean(list(m.values()))) for m in maps]
+            mean = _seed_mean(maps) if one_panel else None
+            parts = (*key, which) if is_native else (*key, name, which)
+            ci = (stats.bootstrap_mean_ci(list(mean.values()), **ctx.kw(*parts))
+                  if mean else None)
+            estimates[which] = _across_seeds(values, ci, ctx)
+        error = next((r.results.by_executor[name].error for r in runs
+                      if name in r.results.by_executor and r.results.by_executor[name].error),
+                     None)
+        out.append(ExecutorEstimate(
+            executor=name, native=is_native, baseline=estimates["baseline"],
+            optimized=estimates["optimized"],
+            baseline_diagnostics=_diagnostics(runs, name, "baseline"),
+            optimized_diagnostics=_diagnostics(runs, name, "optimized"), error=error))
+    return tuple(out)
+
+
+def _row_flags(runs: list[RunRecord], mode: str) -> tuple[str, ...]:
+    flags = []
+    same = [r.config.seed for r in runs if r.optimized_prompt is not None
+            and r.optimized_prompt.instruction.strip() == BASELINE_INSTRUCTION.strip()
+            and not r.optimized_prompt.demos]
+    if same:
+        what = "no demos and the baseline instruction" if mode == "fewshot" else \
+            "the baseline instruction"
+        flags.append(f"UNCHANGED PROMPT: the optimized prompt is the baseline itself ({what}; "
+                     f"seed {', '.join(map(str, same))}): its +0.0 is not an optimization")
+    if any(r.backend == "local" for r in runs):
+        flags.append("LOCAL BACKEND: run by the suite's own local re-implementation of this "
+                     "optimizer's algorithm (backend=local), not the hosted service")
+    return tuple(flags)
 
 
 def _estimate(items: tuple[ItemResult, ...], ctx: _Ctx, *parts: object
@@ -641,6 +807,10 @@ def _measured_row(key: tuple[str, str, str], recs: list[RunRecord], ctx: _Ctx,
         budget=dict(first.config.budget),
         per_intent=_per_intent(runs),
         seeds=seeds,
+        native_executor=first.results.native_executor or first.details.get("executor"),
+        by_executor=_executor_estimates(
+            key, runs, ctx, first.results.native_executor or first.details.get("executor")),
+        flags=_row_flags(runs, mode),
     )
 
 
@@ -661,8 +831,9 @@ def compare_records(a: RunRecord, b: RunRecord, *, confidence: float = stats.DEF
         raise ComparisonError(f"cannot compare {a.case_id} with {b.case_id}: {exc}") from None
 
 
-def _not_comparable(a: list[RunRecord], b: list[RunRecord], *, matched_mode: bool) -> str | None:
-    """Why these records may not be paired, or None when they may."""
+def _not_comparable(a: list[RunRecord], b: list[RunRecord], *, matched_mode: bool,
+                    executor: str = "") -> str | None:
+    """Why these records may not be paired (in `executor`; "" = each native), or None."""
     both = a + b
     for side in (a, b):
         if not any(_ok(r) for r in side):
@@ -681,32 +852,38 @@ def _not_comparable(a: list[RunRecord], b: list[RunRecord], *, matched_mode: boo
     if len(digests) > 1:
         shown = ", ".join(sorted(d[:12] for d in digests if d))
         return f"different test data (digests {shown})"
-    if any(not r.results.per_item for r in runs):
-        return "a record has no per-item test results"
+    if any(not _exec_items(r, executor, "optimized") for r in runs):
+        return ("a record has no per-item test results"
+                + (f" in {executor}" if executor else ""))
     return None
 
 
-def _pooled_intent(runs: list[RunRecord]) -> dict[str, tuple[list[bool], set[str]]]:
+def _pooled_intent(runs: list[RunRecord], executor: str = ""
+                   ) -> dict[str, tuple[list[bool], set[str]]]:
     out: dict[str, tuple[list[bool], set[str]]] = defaultdict(lambda: ([], set()))
     for rec in runs:
-        for item in rec.results.per_item:
+        for item in _exec_items(rec, executor, "optimized"):
             out[item.expected][0].append(item.correct)
             out[item.expected][1].add(item.id)
     return out
 
 
 def _pair(a_row: Row, b_row: Row, a: list[RunRecord], b: list[RunRecord], ctx: _Ctx,
-          matched_mode: bool) -> PairRow:
+          matched_mode: bool, executor: str = "") -> PairRow:
     base = {
         "optimizer_a": a_row.optimizer, "optimizer_b": b_row.optimizer,
         "mode_a": a_row.mode, "mode_b": b_row.mode, "model": a_row.model,
-        "matched_mode": matched_mode,
+        "matched_mode": matched_mode, "executor": executor,
+        "native_for": tuple(r.optimizer for r in (a_row, b_row)
+                            if executor and r.native_executor == executor),
+        "budget_note": _budget_note(a_row, b_row),
     }
-    why = _not_comparable(a, b, matched_mode=matched_mode)
+    why = _not_comparable(a, b, matched_mode=matched_mode, executor=executor)
     if why:
         return PairRow(**base, status=f"not comparable: {why}", verdict="not compared")
     ra, rb = [r for r in a if _ok(r)], [r for r in b if _ok(r)]
-    maps_a, maps_b = _maps(ra, "per_item"), _maps(rb, "per_item")
+    maps_a = _exec_maps(ra, executor, "optimized")
+    maps_b = _exec_maps(rb, executor, "optimized")
     if maps_a is None or maps_b is None:
         return PairRow(**base, status="not comparable: a run's per-item results repeat an id",
                        verdict="not compared")
@@ -714,7 +891,10 @@ def _pair(a_row: Row, b_row: Row, a: list[RunRecord], b: list[RunRecord], ctx: _
     if ma is None or mb is None:
         return PairRow(**base, status="not comparable: seeds scored different items",
                        verdict="not compared")
-    key = (a_row.optimizer, a_row.mode, b_row.optimizer, b_row.mode, a_row.model)
+    key: tuple[str, ...] = (a_row.optimizer, a_row.mode, b_row.optimizer, b_row.mode,
+                            a_row.model)
+    if executor:
+        key = (*key, executor)
     try:
         diff = stats.paired_difference(ma, mb, **ctx.kw(*key, "pair"))
     except stats.PairingError as exc:
@@ -726,7 +906,8 @@ def _pair(a_row: Row, b_row: Row, a: list[RunRecord], b: list[RunRecord], ctx: _
         by_seed = {r.config.seed: r for r in rb}
         matches = [(r, by_seed[r.config.seed]) for r in ra if r.config.seed in by_seed]
     for x, y in matches:
-        comp = stats.paired_comparison(x.results.per_item, y.results.per_item,
+        comp = stats.paired_comparison(_exec_items(x, executor, "optimized"),
+                                       _exec_items(y, executor, "optimized"),
                                        **ctx.kw(*key, "seed", x.config.seed, y.config.seed))
         per_seed.append(SeedPair(seed_a=x.config.seed, seed_b=y.config.seed, comparison=comp))
     single = len(ra) == 1 and len(rb) == 1
@@ -739,7 +920,7 @@ def _pair(a_row: Row, b_row: Row, a: list[RunRecord], b: list[RunRecord], ctx: _
         verdict = f"{winner} better"
     else:
         verdict = NO_DIFFERENCE
-    ia, ib = _pooled_intent(ra), _pooled_intent(rb)
+    ia, ib = _pooled_intent(ra, executor), _pooled_intent(rb, executor)
     intents = tuple(
         IntentPairDelta(
             intent=name, n_items=len(ia[name][1]),
@@ -766,10 +947,92 @@ def _pairs(rows: tuple[Row, ...], groups: dict[tuple[str, str, str], list[RunRec
         same_mode = x.mode == y.mode
         if not same_mode and not cross_mode:
             continue
-        out.append(_pair(x, y, groups[x.key], groups[y.key], ctx, matched_mode=same_mode))
+        out.extend(_pairs_by_executor(x, y, groups[x.key], groups[y.key], ctx, same_mode))
     out.sort(key=lambda p: (not p.matched_mode, _mode_rank(p.mode_a), p.model,
-                            p.optimizer_a, p.optimizer_b))
+                            p.optimizer_a, p.optimizer_b))  # stable: executor order kept
     return tuple(out)
+
+
+def _pairs_by_executor(x: Row, y: Row, a: list[RunRecord], b: list[RunRecord], ctx: _Ctx,
+                       same_mode: bool) -> list[PairRow]:
+    """One pair per executor both sides were scored in (x's native first, then y's); a
+    version-1 record (no per-executor results) gives the one native-vs-native pair."""
+    ra, rb = [r for r in a if _ok(r)], [r for r in b if _ok(r)]
+    common = [n for n in _executors_of(ra, x.native_executor)
+              if n in _executors_of(rb, y.native_executor)]
+    if not common or not ra or not rb:
+        return [_pair(x, y, a, b, ctx, matched_mode=same_mode)]
+    common.sort(key=lambda n: (n != x.native_executor, n != y.native_executor, n))
+    pairs = [_pair(x, y, a, b, ctx, matched_mode=same_mode, executor=n) for n in common]
+    compared = [p for p in pairs if p.status == "compared"]
+    if len({p.winner for p in compared}) > 1:
+        said = "; ".join(f"{p.executor}: {p.verdict}" for p in compared)
+        pairs = [dataclasses.replace(p, disagreement=f"the executors disagree ({said})")
+                 for p in pairs]
+    return pairs
+
+
+def _budget_note(a: Row, b: Row) -> str | None:
+    """Said on a pair whose two optimize phases spent different LM calls."""
+    ua, ub = a.usage.get("optimize"), b.usage.get("optimize")
+    if ua is None or ub is None or ua.calls == ub.calls:
+        return None
+    return (f"unequal optimize budgets: {a.optimizer} spent {ua.calls:,.0f} LM calls, "
+            f"{b.optimizer} {ub.calls:,.0f}")
+
+
+# ---------------------------------------------------------------- format effect
+
+
+def _format_effects(rows: tuple[Row, ...], groups: dict[tuple[str, str, str], list[RunRecord]],
+                    ctx: _Ctx) -> tuple[FormatEffect, ...]:
+    """The same prompt scored by two executors: the baseline once per model and panel, then
+    each row's optimized prompt (its native executor as A)."""
+    out: list[FormatEffect] = []
+    seen_baseline: set[tuple[str, str | None]] = set()
+    for row in rows:
+        if row.kind != "measured":
+            continue
+        runs = [r for r in groups[row.key] if _ok(r)]
+        if not runs:
+            continue
+        names = _executors_of(runs, row.native_executor)
+        if len(names) < 2:
+            continue
+        panel = (row.model, runs[0].data.digests.get("test"))
+        if panel not in seen_baseline:
+            seen_baseline.add(panel)
+            for ea, eb in itertools.combinations(sorted(names), 2):
+                out.append(_format_effect("baseline", row.model, ea, eb, runs[:1], "baseline",
+                                          ctx))
+        native = row.native_executor if row.native_executor in names else names[0]
+        for other in names:
+            if other != native:
+                out.append(_format_effect(f"{row.optimizer} [{row.mode}]", row.model, native,
+                                          other, runs, "optimized", ctx))
+    return tuple(out)
+
+
+def _format_effect(prompt: str, model: str, ea: str, eb: str, runs: list[RunRecord],
+                   which: Which, ctx: _Ctx) -> FormatEffect:
+    base = {"prompt": prompt, "model": model, "executor_a": ea, "executor_b": eb}
+    ma, mb = _exec_maps(runs, ea, which), _exec_maps(runs, eb, which)
+    mean_a = _seed_mean(ma) if ma else None
+    mean_b = _seed_mean(mb) if mb else None
+    if mean_a is None or mean_b is None:
+        return FormatEffect(**base, n_items=0, status="not compared: missing per-item results")
+    try:
+        diff = stats.paired_difference(mean_a, mean_b, **ctx.kw("format", prompt, model, ea, eb))
+    except stats.PairingError as exc:
+        return FormatEffect(**base, n_items=0, status=f"not compared: {exc}")
+    p = discordant = None
+    if len(runs) == 1:
+        comp = stats.paired_comparison(_exec_items(runs[0], ea, which),
+                                       _exec_items(runs[0], eb, which),
+                                       **ctx.kw("format-mcnemar", prompt, model, ea, eb))
+        p, discordant = comp.mcnemar_p, comp.a_only + comp.b_only
+    return FormatEffect(**base, n_items=diff.n, difference=diff, mcnemar_p=p,
+                        discordant=discordant)
 
 
 def _mode_rank(mode: str) -> int:

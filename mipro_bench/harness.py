@@ -8,6 +8,10 @@ keeps its own state in it (an interceptor route, a backend job, a gateway
 scope), so sharing changes no result. Optimizer-specific servers (the local
 Synth backend) come from `shared(key, factory)`, so this module never names an
 optimizer. Closed in reverse order of starting when the session ends.
+
+It also keeps the session's baseline evaluations (`shared_baseline`): the
+baseline prompt is the same for every optimizer, so each executor scores it
+once per panel, model and format, and every later case reuses those results.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mipro_bench.data import Splits
+from mipro_bench.results import ItemResult, PhaseUsage
 
 if TYPE_CHECKING:
     from mipro_bench.synth_local.interceptor import Interceptor
@@ -38,6 +43,18 @@ class InterceptorServer:
     url: str
 
 
+@dataclass(frozen=True)
+class SharedEvaluation:
+    """A baseline evaluation the session ran once: its items, and where its LM calls were
+    counted (the gateway scope and phase of the case that ran it, and that phase's usage)."""
+
+    items: tuple[ItemResult, ...]
+    scope: str
+    phase: str
+    usage: PhaseUsage | None
+    key: str
+
+
 class Harness:
     """Lazily started, session-scoped servers; safe to ask for from any thread."""
 
@@ -49,6 +66,8 @@ class Harness:
         self._lock = threading.RLock()
         self._items: dict[Hashable, Any] = {}
         self.started: list[str] = []  # what was started, in order (tests and perf read it)
+        self._evaluations: dict[str, SharedEvaluation] = {}
+        self._evaluation_locks: dict[str, threading.Lock] = {}
 
     def shared(self, key: Hashable, factory: Callable[[], AbstractContextManager[T]]) -> T:
         """The value of `factory()` entered once per session under `key`."""
@@ -70,6 +89,19 @@ class Harness:
     def interceptor(self) -> InterceptorServer:
         """The interceptor the suite's own task-app evaluations route through."""
         return self.shared("interceptor", _serve_interceptor)
+
+    def shared_baseline(self, key: str, compute: Callable[[], SharedEvaluation],
+                        ) -> tuple[SharedEvaluation, bool]:
+        """The evaluation cached under `key`, or `compute()`'s (cached only when it
+        succeeds); True when it was reused. Concurrent asks for one key wait for the first."""
+        with self._lock:
+            lock = self._evaluation_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._evaluations:
+                return self._evaluations[key], True
+            done = compute()
+            self._evaluations[key] = done
+            return done, False
 
     def close(self) -> None:
         with self._lock:

@@ -19,7 +19,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# Versions `from_dict` reads. Version 1 had no `by_executor` and no per-item `match`: read
+# back, its native per-item results become its one `by_executor` entry (no diagnostics).
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 Status = Literal["succeeded", "failed"]
 Mode = Literal["instruction_only", "fewshot"]
@@ -42,6 +45,11 @@ class ItemResult:
     # Why the item has no answer when the LM call itself failed (it is scored wrong and
     # counted); None for every answered item, including unparseable answers.
     error: str | None = None
+    # The step of the label rule that mapped the answer (`labels.match_label`: exact,
+    # normalised, sentence, fuzzy, none); None when unknown (version-1 records, LM errors).
+    # A diagnostic, not an outcome: it takes no part in equality, so the exact gate compares
+    # predictions, and a version-1 baseline still equals the same predictions today.
+    match: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,116 @@ class DataInfo:
     digests: dict[str, str]
 
 
+MATCH_STEPS = ("exact", "normalised", "sentence", "fuzzy", "none")
+
+
+@dataclass(frozen=True)
+class ParseDiagnostics:
+    """Why one evaluation scored what it did: how its answers were parsed, what it spent.
+
+    `steps` counts the items each step of the label rule decided (items that failed in the
+    LM are in `errors`, not in a step); `no_intent` counts answered items that named no
+    intent (step "none"); `lm_calls` is the gateway's count for the evaluation's phase, so
+    `calls_per_item` > 1 shows adapter retries and fallbacks (DSPy's JSONAdapter).
+    """
+
+    n_items: int
+    steps: dict[str, int] = field(default_factory=dict)
+    no_intent: int = 0
+    errors: int = 0
+    lm_calls: int | None = None
+
+    @property
+    def calls_per_item(self) -> float | None:
+        if self.lm_calls is None or not self.n_items:
+            return None
+        return self.lm_calls / self.n_items
+
+    def share(self, step: str) -> float | None:
+        known = sum(self.steps.values())
+        return None if not known else self.steps.get(step, 0) / known
+
+    @classmethod
+    def of(cls, items: tuple[ItemResult, ...] | list[ItemResult],
+           lm_calls: int | None = None) -> ParseDiagnostics | None:
+        """None when no item says how it was parsed (e.g. a version-1 record)."""
+        if not any(i.match for i in items):
+            return None
+        steps = dict.fromkeys(MATCH_STEPS, 0)
+        for item in items:
+            if item.error is None and item.match is not None:
+                steps[item.match] = steps.get(item.match, 0) + 1
+        return cls(
+            n_items=len(items), steps=steps,
+            no_intent=sum(1 for i in items if i.error is None and i.predicted is None),
+            errors=sum(1 for i in items if i.error), lm_calls=lm_calls)
+
+
+@dataclass(frozen=True)
+class ExecutorScores:
+    """One executor's test results for a case's baseline and optimized prompt.
+
+    `phases` names the usage phases the two evaluations were counted under (the native
+    executor's are `baseline_eval`/`test_eval`; any other's `baseline_eval:<name>` /
+    `test_eval:<name>`). `baseline_shared` says where the baseline came from when the
+    session's harness had already scored it (see `Harness.shared_baseline`): the case that
+    ran it, the scope and phase its LM calls were counted under. `error` is set when this
+    executor could not score a prompt (the native results still stand).
+    """
+
+    native: bool
+    baseline_per_item: tuple[ItemResult, ...] = ()
+    per_item: tuple[ItemResult, ...] = ()
+    baseline_diagnostics: ParseDiagnostics | None = None
+    optimized_diagnostics: ParseDiagnostics | None = None
+    phases: dict[str, str] = field(default_factory=dict)
+    baseline_shared: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def baseline_test_accuracy(self) -> float | None:
+        return accuracy(self.baseline_per_item)
+
+    @property
+    def optimized_test_accuracy(self) -> float | None:
+        return accuracy(self.per_item)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["baseline_per_item"] = [_item_dict(i) for i in self.baseline_per_item]
+        out["per_item"] = [_item_dict(i) for i in self.per_item]
+        for name in ("baseline_diagnostics", "optimized_diagnostics"):
+            diag = getattr(self, name)
+            if diag is not None:
+                out[name]["calls_per_item"] = diag.calls_per_item
+        return {"baseline_test_accuracy": self.baseline_test_accuracy,
+                "optimized_test_accuracy": self.optimized_test_accuracy, **out}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ExecutorScores:
+        def diag(value: Any) -> ParseDiagnostics | None:
+            return None if value is None else _build(ParseDiagnostics, value)
+
+        return cls(
+            native=bool(data.get("native", False)),
+            baseline_per_item=tuple(_build(ItemResult, i)
+                                    for i in data.get("baseline_per_item", ())),
+            per_item=tuple(_build(ItemResult, i) for i in data.get("per_item", ())),
+            baseline_diagnostics=diag(data.get("baseline_diagnostics")),
+            optimized_diagnostics=diag(data.get("optimized_diagnostics")),
+            phases=dict(data.get("phases") or {}),
+            baseline_shared=data.get("baseline_shared"),
+            error=data.get("error"),
+        )
+
+
+def _item_dict(item: ItemResult) -> dict[str, Any]:
+    out = asdict(item)
+    if out.get("match") is None:
+        out.pop("match", None)  # version-1 items read as they always did
+    return out
+
+
 @dataclass(frozen=True)
 class Scores:
     baseline_test_accuracy: float | None
@@ -145,6 +263,11 @@ class Scores:
     best_val_score: float | None
     baseline_per_item: tuple[ItemResult, ...] = ()
     per_item: tuple[ItemResult, ...] = ()
+    # The native executor's results are the fields above (what the gate and every
+    # version-1 reader use); `by_executor` holds every executor's, the native one included,
+    # native first. Empty for a record that never reached a test evaluation.
+    native_executor: str | None = None
+    by_executor: dict[str, ExecutorScores] = field(default_factory=dict)
 
     @property
     def improvement(self) -> float | None:
@@ -195,6 +318,10 @@ class RunRecord:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["results"]["improvement"] = self.results.improvement
+        for name in ("baseline_per_item", "per_item"):
+            out["results"][name] = [_item_dict(i) for i in getattr(self.results, name)]
+        out["results"]["by_executor"] = {
+            name: scores.to_dict() for name, scores in self.results.by_executor.items()}
         out["case_id"] = self.case_id
         if out["lm"].get("replayed_from") is None:
             out["lm"].pop("replayed_from", None)  # live records read as they always did
@@ -209,15 +336,27 @@ class RunRecord:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunRecord:
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_SCHEMA_VERSIONS:
             raise RecordError(
-                f"result schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+                f"result schema_version {version!r} is not supported (expected one of "
+                f"{', '.join(map(str, READABLE_SCHEMA_VERSIONS))})"
             )
         try:
             res = data["results"]
             prompt = data.get("optimized_prompt")
+            baseline_items = tuple(_build(ItemResult, i) for i in res.get("baseline_per_item", ()))
+            items = tuple(_build(ItemResult, i) for i in res.get("per_item", ()))
+            details = dict(data.get("details", {}))
+            native = res.get("native_executor") or details.get("executor")
+            by_executor = {name: ExecutorScores.from_dict(v)
+                           for name, v in (res.get("by_executor") or {}).items()}
+            if not by_executor and native and (baseline_items or items):
+                # A version-1 record: its native results are its only executor's.
+                by_executor = {native: ExecutorScores(
+                    native=True, baseline_per_item=baseline_items, per_item=items,
+                    phases={"baseline": "baseline_eval", "optimized": "test_eval"})}
             return cls(
-                schema_version=version,
+                schema_version=SCHEMA_VERSION,
                 optimizer=data["optimizer"],
                 status=data["status"],
                 error=data.get("error"),
@@ -229,10 +368,10 @@ class RunRecord:
                     baseline_test_accuracy=res.get("baseline_test_accuracy"),
                     optimized_test_accuracy=res.get("optimized_test_accuracy"),
                     best_val_score=res.get("best_val_score"),
-                    baseline_per_item=tuple(
-                        _build(ItemResult, i) for i in res.get("baseline_per_item", ())
-                    ),
-                    per_item=tuple(_build(ItemResult, i) for i in res.get("per_item", ())),
+                    baseline_per_item=baseline_items,
+                    per_item=items,
+                    native_executor=native,
+                    by_executor=by_executor,
                 ),
                 optimized_prompt=None
                 if prompt is None
@@ -244,7 +383,7 @@ class RunRecord:
                 trajectory=tuple(_build(TrajectoryPoint, p) for p in data.get("trajectory", ())),
                 timing=_build(Timing, data.get("timing", {})),
                 started_at=data["started_at"],
-                details=dict(data.get("details", {})),
+                details=details,
                 versions=dict(data.get("versions", {})),
             )
         except (KeyError, TypeError) as exc:

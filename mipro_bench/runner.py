@@ -1,5 +1,17 @@
 """One benchmark case end to end: baseline eval -> optimize -> test eval -> frozen record.
 
+Format-neutral scoring: after the native executor's two evaluations (phases
+`baseline_eval` and `test_eval`, the record's main results), every other
+registered executor that can express the prompts scores the baseline and the
+optimized prompt too, under its own phases (`baseline_eval:<executor>`,
+`test_eval:<executor>`), so the native counts are what they always were. The
+baseline is the same prompt for every optimizer: with a session harness it is
+scored once per executor, format, panel and model (`Harness.shared_baseline`)
+and reused by every later case. Its LM calls are counted once, under the scope
+of the case that ran it; a case that reuses it gets a copy of that phase's
+usage in its own usage block (so every record's `baseline_eval` still says what
+scoring the baseline costs) and says so in `details.shared_baseline`.
+
 The runner, not the adapter, owns the order of phases, the clocks, the usage
 read-out and the record, so every optimizer is measured the same way: both
 prompts scored by the suite on the same test split, usage counted by the
@@ -10,18 +22,21 @@ leaves a `failed` record with the error and whatever it finished.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from mipro_bench.data import Split
-from mipro_bench.executors import EvaluationFailed, get_executor
+from mipro_bench.executors import EvaluationFailed, executor_names, get_executor
+from mipro_bench.harness import SharedEvaluation
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
     NotSupported,
@@ -34,9 +49,11 @@ from mipro_bench.results import (
     PHASES,
     CaseConfig,
     DataInfo,
+    ExecutorScores,
     ItemResult,
     LMInfo,
     OptimizedPrompt,
+    ParseDiagnostics,
     PhaseUsage,
     RunRecord,
     Scores,
@@ -54,6 +71,19 @@ MAX_ITEM_ERROR_RATE = 0.1
 
 
 @dataclass
+class _ExecutorProgress:
+    """One executor's evaluations of this case so far."""
+
+    native: bool
+    phases: dict[str, str]
+    baseline: tuple[ItemResult, ...] | None = None
+    optimized: tuple[ItemResult, ...] | None = None
+    shared: SharedEvaluation | None = None
+    reused: bool = False
+    error: str | None = None
+
+
+@dataclass
 class _Progress:
     """What a run has finished so far (what a failed record can still report)."""
 
@@ -62,6 +92,34 @@ class _Progress:
     optimized: tuple[ItemResult, ...] | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     phase: str | None = None
+    executors: dict[str, _ExecutorProgress] = field(default_factory=dict)
+
+
+def eval_phases(executor: str, native: bool) -> dict[str, str]:
+    """The usage phases an executor's two test evaluations are counted under."""
+    if native:
+        return {"baseline": "baseline_eval", "optimized": "test_eval"}
+    return {"baseline": f"baseline_eval:{executor}", "optimized": f"test_eval:{executor}"}
+
+
+def baseline_key(executor: str, options: Mapping[str, Any] | None,
+                 request: OptimizeRequest) -> str:
+    """What a baseline evaluation's results depend on: the executor and the options that
+    change its format, the test panel, the LM (model, endpoint, sampling) and the prompt."""
+    ex = get_executor(executor)
+    effective = {**dict(getattr(ex, "default_options", {}) or {}), **dict(options or {})}
+    names = getattr(ex, "format_options", None)
+    fmt = ({k: effective.get(k) for k in names} if names is not None
+           else {k: repr(v) for k, v in sorted(effective.items())})
+    s = request.lm.settings
+    parts = {
+        "executor": executor, "format": fmt, "test": request.splits.test.digest,
+        "labels": list(request.splits.labels),
+        "lm": [s.backend, s.model, s.base_url, s.temperature, s.max_tokens, s.replayed_from],
+        "prompt": [BASELINE_PROMPT.instruction, [repr(d) for d in BASELINE_PROMPT.demos]],
+    }
+    blob = json.dumps(parts, sort_keys=True, default=repr).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def gateway_usage_reader(gateway: Any, scope: str) -> UsageReader:
@@ -99,12 +157,16 @@ def run_case(
     usage: UsageReader | None = None,
     max_item_error_rate: float = MAX_ITEM_ERROR_RATE,
     details: Mapping[str, Any] | None = None,
+    executors: Sequence[str] | None = None,
 ) -> tuple[RunRecord, Path]:
     """Run one case and write its record atomically; returns (record, path).
 
-    Both test evaluations run in the optimizer's native executor. Configuration
-    problems found before any LM call (`check`, unsupported mode) raise; everything
-    after that ends in a written record, `failed` or not.
+    The native executor's evaluations decide the case; then every executor in
+    `executors` (default: every registered one) that can express both prompts scores
+    them too. A non-native evaluation that fails is recorded on that executor
+    (`by_executor[name].error`) and does not fail the case. Configuration problems
+    found before any LM call (`check`, unsupported mode) raise; everything after that
+    ends in a written record, `failed` or not.
     """
     spec = optimizer.spec
     if not spec.supports(request.mode):
@@ -118,20 +180,64 @@ def run_case(
     interrupted: BaseException | None = None
     splits = request.splits
 
-    def evaluate(prompt: OptimizedPrompt, phase: str) -> tuple[ItemResult, ...]:
-        return score(prompt, splits.test, request, phase, executor=spec.native_executor,
-                     options=optimizer.executor_options(),
-                     max_item_error_rate=max_item_error_rate)
+    native = spec.native_executor
+    others = [name for name in (executor_names() if executors is None else executors)
+              if name != native]
+
+    def evaluate(prompt: OptimizedPrompt, phase: str, executor: str,
+                 options: Mapping[str, Any] | None) -> tuple[ItemResult, ...]:
+        return score(prompt, splits.test, request, phase, executor=executor,
+                     options=options, max_item_error_rate=max_item_error_rate)
+
+    def baseline(executor: str, options: Mapping[str, Any] | None) -> tuple[ItemResult, ...]:
+        progress = done.executors[executor]
+        phase = progress.phases["baseline"]
+        if request.harness is None:
+            return evaluate(BASELINE_PROMPT, phase, executor, options)
+        key = baseline_key(executor, options, request)
+
+        def compute() -> SharedEvaluation:
+            items = evaluate(BASELINE_PROMPT, phase, executor, options)
+            got, _ = _read_usage(usage)
+            return SharedEvaluation(items=items, scope=request.scope, phase=phase,
+                                    usage=got.get(phase), key=key)
+
+        progress.shared, progress.reused = request.harness.shared_baseline(key, compute)
+        return progress.shared.items
+
+    def cross_score(executor: str, prompt: OptimizedPrompt) -> None:
+        progress = done.executors[executor] = _ExecutorProgress(
+            native=False, phases=eval_phases(executor, native=False))
+        if not get_executor(executor).can_express(prompt):
+            progress.error = f"{executor} cannot express this prompt"
+            return
+        try:
+            progress.baseline = _timed(done, progress.phases["baseline"],
+                                       lambda: baseline(executor, None))
+            progress.optimized = _timed(done, progress.phases["optimized"], lambda: evaluate(
+                prompt, progress.phases["optimized"], executor, None))
+            request.say(f"{executor}: baseline {accuracy(progress.baseline):.3f}, "
+                        f"optimized {accuracy(progress.optimized):.3f}")
+        except Exception as exc:
+            progress.error = _one_line(exc)
+            log.warning("case %s: %s could not score its prompts: %s", request.scope,
+                        executor, progress.error)
 
     try:
+        done.executors[native] = _ExecutorProgress(native=True,
+                                                   phases=eval_phases(native, native=True))
         done.baseline = _timed(done, "baseline_eval",
-                               lambda: evaluate(BASELINE_PROMPT, "baseline_eval"))
+                               lambda: baseline(native, optimizer.executor_options()))
+        done.executors[native].baseline = done.baseline
         request.say(f"baseline test accuracy {accuracy(done.baseline):.3f}")
         done.outcome = _timed(done, "optimize", lambda: optimizer.optimize(request))
         outcome = done.outcome
-        done.optimized = _timed(done, "test_eval",
-                                lambda: evaluate(outcome.prompt, "test_eval"))
+        done.optimized = _timed(done, "test_eval", lambda: evaluate(
+            outcome.prompt, "test_eval", native, optimizer.executor_options()))
+        done.executors[native].optimized = done.optimized
         request.say(f"optimized test accuracy {accuracy(done.optimized):.3f}")
+        for executor in others:
+            cross_score(executor, outcome.prompt)
         done.phase = None
     except Exception as exc:
         error = _one_line(exc)
@@ -142,6 +248,10 @@ def run_case(
     elapsed = time.perf_counter() - t0
 
     usage_by_phase, usage_error = _read_usage(usage)
+    for progress in done.executors.values():  # a reused baseline: its usage, copied
+        if progress.reused and progress.shared is not None and progress.shared.usage:
+            usage_by_phase[progress.phases["baseline"]] = progress.shared.usage
+    usage_by_phase = dict(sorted(usage_by_phase.items(), key=lambda kv: _phase_rank(kv[0])))
     path = result_path(Path(results_dir), spec.slug)
     artifacts = _keep_artifacts(done.outcome, path)
     record = _record(optimizer, request, done, started_at, elapsed, error,
@@ -152,6 +262,14 @@ def run_case(
     if interrupted is not None:
         raise interrupted
     return record, path
+
+
+def _phase_rank(phase: str) -> tuple[int, str, int]:
+    """Native phases in PHASES order, then each other executor's baseline and test."""
+    if phase in PHASES:
+        return (0, "", PHASES.index(phase))
+    base, _, executor = phase.partition(":")
+    return (1, executor, PHASES.index(base) if base in PHASES else len(PHASES))
 
 
 def _timed(done: _Progress, phase: str, fn: Callable[[], Any]) -> Any:
@@ -226,6 +344,11 @@ def _record(
     details["executor"] = optimizer.spec.native_executor
     if usage_error is not None:
         details["usage_error"] = usage_error
+    by_executor = _by_executor(done, usage)
+    shared = {name: scores.baseline_shared for name, scores in by_executor.items()
+              if scores.baseline_shared is not None}
+    if shared:
+        details["shared_baseline"] = shared
     evals = [done.seconds[p] for p in ("baseline_eval", "test_eval") if p in done.seconds]
     return RunRecord(
         optimizer=optimizer.spec.name,
@@ -257,6 +380,8 @@ def _record(
             best_val_score=outcome.best_val_score if outcome else None,
             baseline_per_item=done.baseline or (),
             per_item=done.optimized or (),
+            native_executor=optimizer.spec.native_executor,
+            by_executor=by_executor,
         ),
         optimized_prompt=outcome.prompt if outcome else None,
         usage=usage,
@@ -269,6 +394,39 @@ def _record(
         started_at=started_at,
         details=details,
     )
+
+
+def _by_executor(done: _Progress, usage: dict[str, PhaseUsage]) -> dict[str, ExecutorScores]:
+    """Every executor's results, native first, each with its parse diagnostics."""
+    out: dict[str, ExecutorScores] = {}
+    for name, progress in sorted(done.executors.items(), key=lambda kv: not kv[1].native):
+        if progress.baseline is None and progress.error is None:
+            continue  # never reached (the case failed before)
+
+        def diagnostics(items: tuple[ItemResult, ...] | None, which: str,
+                        progress: _ExecutorProgress = progress) -> ParseDiagnostics | None:
+            if not items:
+                return None
+            phase_usage = usage.get(progress.phases[which])
+            return ParseDiagnostics.of(items, phase_usage.calls if phase_usage else None)
+
+        shared = None
+        if progress.shared is not None:
+            shared = {"key": progress.shared.key, "reused": progress.reused,
+                      "counted_under": {"scope": progress.shared.scope,
+                                        "phase": progress.shared.phase},
+                      "usage_copied": progress.reused and progress.shared.usage is not None}
+        out[name] = ExecutorScores(
+            native=progress.native,
+            baseline_per_item=progress.baseline or (),
+            per_item=progress.optimized or (),
+            baseline_diagnostics=diagnostics(progress.baseline, "baseline"),
+            optimized_diagnostics=diagnostics(progress.optimized, "optimized"),
+            phases=dict(progress.phases),
+            baseline_shared=shared,
+            error=progress.error,
+        )
+    return out
 
 
 def _json_safe(options: Mapping[str, Any]) -> dict[str, Any]:

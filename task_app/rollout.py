@@ -4,8 +4,9 @@ The messages are `build_messages(BASELINE_INSTRUCTION, query, labels)`, the
 same text `initial_prompt(labels)` declares as patterns, so an interceptor
 can find the instruction and swap a candidate in. The answer is read from the
 forced tool call (or the text, when a server ignores tools) and mapped with
-`map_to_label`, the suite's one rule, so a rollout's reward and the suite's
-own evaluation of the same prompt can never disagree on parsing.
+`match_label`, the suite's one rule (the step that decided is `details.match`), so
+a rollout's reward and the suite's own evaluation of the same prompt can never
+disagree on parsing.
 
 An LM that fails after the client's retries does not fail the request: the
 rollout is scored 0, the error is recorded in `details`, and
@@ -22,7 +23,7 @@ from synth_ai.data.enums import SuccessStatus
 from synth_ai.sdk.localapi._impl.contracts import RolloutMetrics, RolloutRequest, RolloutResponse
 from synth_ai.sdk.localapi._impl.trace_correlation_helpers import build_trace_payload
 
-from mipro_bench.labels import map_to_label
+from mipro_bench.labels import match_label
 from mipro_bench.lm.client import LMCallError
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from task_app.answer import Answer, Usage, extract_answer, extract_usage
@@ -94,7 +95,8 @@ class RolloutRunner:
 
         answer = extract_answer(response) if response is not None else Answer(None, "none")
         usage = extract_usage(response) if response is not None else Usage()
-        prediction = map_to_label(answer.raw, labels)
+        matched = match_label(answer.raw, labels)
+        prediction = matched.label
         correct = error is None and prediction == example.label
         reward = 1.0 if correct else 0.0
         details: dict[str, Any] = {
@@ -104,6 +106,7 @@ class RolloutRunner:
             "query": example.text,
             "expected": example.label,
             "prediction": prediction,
+            "match": matched.step,  # the step of the label rule that decided (labels.py)
             "raw_answer": answer.raw,
             "answer_source": answer.source,
             "finish_reason": answer.finish_reason,

@@ -300,7 +300,7 @@ def test_json_round_trip_and_gate_can_read_it(tmp_path: Path) -> None:
         n_resamples=300,
     )
     data = json.loads(json.dumps(comp.to_dict()))
-    assert data["schema_version"] == 1 and next(iter(data)) == "schema_version"
+    assert data["schema_version"] == 2 and next(iter(data)) == "schema_version"
     back = Comparison.from_dict(data)
     assert back == comp
     path = write_json_atomic(tmp_path / "comparison_x.json", comp.to_dict())

@@ -137,9 +137,9 @@ def test_markdown_tables(comparison: Comparison) -> None:
     assert len(rows) == len(comparison.rows) == 5
     failed = next(r for r in rows if r[0].strip() == "gepa")
     # A failed case shows its error, never a zero accuracy.
-    assert [c.strip() for c in failed[5:9]] == ["—"] * 4
-    assert "failed: backend said &lt;b&gt;502&lt;/b&gt; \\| retry" in failed[9]
-    unsupported = next(r for r in rows if "not supported" in r[9])
+    assert [c.strip() for c in failed[5:10]] == ["—"] * 5
+    assert "failed: backend said &lt;b&gt;502&lt;/b&gt; \\| retry" in failed[10]
+    unsupported = next(r for r in rows if "not supported" in r[10])
     assert unsupported[0].strip() == "synth\\_mipro"
     budget = _md_table_rows(md, "Budget per run")
     assert len(budget) == 5
@@ -148,7 +148,7 @@ def test_markdown_tables(comparison: Comparison) -> None:
     synth = next(r for r in budget if r[0].strip() == "synth\\_mipro" and "instruction" in r[1])
     assert synth[6].strip() == "unknown"
     pairs = _md_table_rows(md, "Optimizer vs optimizer")
-    assert any("dspy\\_miprov2 better" in r[7] for r in pairs)
+    assert any("dspy\\_miprov2 better" in r[8] for r in pairs)  # after the Executor column
 
 
 def test_markdown_fences_prompts_safely(comparison: Comparison) -> None:

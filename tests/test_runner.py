@@ -103,9 +103,9 @@ class TableOptimizer:
 
 @pytest.fixture(autouse=True)
 def table_executor(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """`table` next to the registered executors, for this test only."""
-    registered = dict(executors._classes())
-    monkeypatch.setattr(executors, "_classes", lambda: {**registered, "table": TableExecutor})
+    """`table` as the only executor, for this test only (so the runner's cross-scoring has
+    no other executor to try; tests that want one register it)."""
+    monkeypatch.setattr(executors, "_classes", lambda: {"table": TableExecutor})
     yield
 
 

@@ -27,6 +27,11 @@ class EvaluationFailed(RuntimeError):
 
 class Executor(Protocol):
     name: ClassVar[str]  # e.g. "dspy_program", "task_app"
+    # The option names that change what the LM is sent (DSPy's module), not just how fast
+    # (threads, timeouts); with `default_options` they key the session's shared baseline.
+    # An executor that does not declare them is keyed by all of its options.
+    format_options: ClassVar[tuple[str, ...]]
+    default_options: ClassVar[Mapping[str, Any]]
 
     def can_express(self, prompt: OptimizedPrompt) -> bool:
         """Whether this executor can run `prompt` as it is (e.g. demos in its format)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mipro_bench.data import Example, Split
-from mipro_bench.labels import map_to_label
+from mipro_bench.labels import match_label
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
@@ -118,6 +118,10 @@ class DSPyProgramExecutor:
     """Runs a prompt as a DSPy Predict/ChainOfThought program, one thread per item."""
 
     name: ClassVar[str] = "dspy_program"
+    # The options that change what the LM is sent (the rest only change speed): part of
+    # the key under which a session shares one baseline evaluation.
+    default_options: ClassVar[Mapping[str, Any]] = DEFAULT_OPTIONS
+    format_options: ClassVar[tuple[str, ...]] = ("module", "output_type")
 
     def can_express(self, prompt: OptimizedPrompt) -> bool:
         return True  # instructions and (query, intent) demos are both native here
@@ -147,9 +151,9 @@ class DSPyProgramExecutor:
                     id=example.id, expected=example.label, predicted=None, correct=False,
                     error=f"{type(exc).__name__}: {str(exc)[:300]}",
                 )
-            predicted = map_to_label(answer, labels)
-            return ItemResult(id=example.id, expected=example.label, predicted=predicted,
-                              correct=predicted == example.label)
+            matched = match_label(answer, labels)
+            return ItemResult(id=example.id, expected=example.label, predicted=matched.label,
+                              correct=matched.label == example.label, match=matched.step)
 
         log_path = request.workdir / f"dspy_{phase}.log" if opts["quiet"] else None
         with (

@@ -6,8 +6,18 @@ instruction under evaluation in and forwards to the run's LM under this
 case's scope and phase. The task app maps the answer with the suite's one
 label rule; each rollout's details give the item's prediction. The baseline
 is evaluated the same way, with the baseline instruction swapped in for
-itself. Demos have no place in the task app's messages yet, so this executor
-expresses instruction-only prompts.
+itself. A prompt's demos are rendered into the system message the interceptor
+swaps in, after the instruction, as labelled examples (`system_message`):
+
+    <instruction>
+
+    Examples:
+    Query: <demo query>
+    [Reasoning: <demo rationale>]
+    Intent: <demo intent>
+
+so every prompt an optimizer makes can be scored here; the task app's user
+message and forced tool call are unchanged.
 """
 
 from __future__ import annotations
@@ -23,12 +33,28 @@ from mipro_bench.executors.base import EvaluationFailed
 from mipro_bench.harness import Harness, private_harness
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.prompt import initial_prompt
-from mipro_bench.results import ItemResult, OptimizedPrompt
+from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
 from mipro_bench.synth_local.patterns import PromptPattern
 from mipro_bench.synth_local.rollouts import RolloutOutcome, TaskAppClient
 
 EVAL_CANDIDATE = "eval"
 DEFAULT_OPTIONS: dict[str, Any] = {"concurrency": 8, "timeout_s": 120.0, "task_app": {}}
+DEMOS_HEADER = "Examples:"
+
+
+def system_message(instruction: str, demos: tuple[Demo, ...] = ()) -> str:
+    """The system message a prompt runs with in the task app: the instruction, then its
+    demos as labelled examples (nothing added for an instruction-only prompt)."""
+    if not demos:
+        return instruction
+    blocks = []
+    for demo in demos:
+        lines = [f"Query: {demo.query}"]
+        if demo.reasoning:
+            lines.append(f"Reasoning: {' '.join(demo.reasoning.split())}")
+        lines.append(f"Intent: {demo.intent}")
+        blocks.append("\n".join(lines))
+    return f"{instruction}\n\n{DEMOS_HEADER}\n" + "\n\n".join(blocks)
 
 
 def _split_name(split: Split, request: OptimizeRequest) -> str:
@@ -81,12 +107,14 @@ def _item(split: Split, seed: int, outcome: RolloutOutcome) -> ItemResult:
         raise AssertionError(f"task app answered seed {seed} with {details.get('example_id')!r}, "
                              f"expected {example.id!r}")
     predicted = details.get("prediction") if outcome.ok else None
+    match = details.get("match") if outcome.ok else None
     return ItemResult(
         id=example.id,
         expected=example.label,
         predicted=predicted if isinstance(predicted, str) else None,
         correct=outcome.ok and outcome.reward >= 1.0 and predicted == example.label,
         error=None if outcome.ok else (outcome.error or "rollout failed"),
+        match=match if isinstance(match, str) else None,
     )
 
 
@@ -113,23 +141,25 @@ def evaluate_in_harness(harness: Harness, instruction: str, split: Split,
 
 
 class TaskAppExecutor:
-    """Runs an instruction through the Banking77 task app's forced tool call."""
+    """Runs a prompt through the Banking77 task app's forced tool call."""
 
     name: ClassVar[str] = "task_app"
+    # Nothing in the options changes the messages sent (concurrency, timeouts, retries).
+    default_options: ClassVar[Mapping[str, Any]] = DEFAULT_OPTIONS
+    format_options: ClassVar[tuple[str, ...]] = ()
 
     def can_express(self, prompt: OptimizedPrompt) -> bool:
-        return not prompt.demos
+        return True  # demos go into the system message as labelled examples
 
     def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
                  phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
                  ) -> tuple[ItemResult, ...]:
-        if not self.can_express(prompt):
-            raise ValueError("the task-app executor runs instruction-only prompts (no demos)")
         opts = {**DEFAULT_OPTIONS, **(options or {})}
+        text = system_message(prompt.instruction, prompt.demos)
 
         def run(harness: Harness) -> tuple[ItemResult, ...]:
             return evaluate_in_harness(
-                harness, prompt.instruction, split, request, phase,
+                harness, text, split, request, phase,
                 concurrency=int(opts["concurrency"]), timeout_s=float(opts["timeout_s"]),
                 max_errors=max_errors, task_app_options=opts["task_app"])
 

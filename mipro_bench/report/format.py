@@ -10,7 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from mipro_bench.compare import Estimate, PairRow, Row, UsageSummary
+from mipro_bench.compare import (
+    DiagnosticsSummary,
+    Estimate,
+    ExecutorEstimate,
+    FormatEffect,
+    PairRow,
+    Row,
+    UsageSummary,
+)
 from mipro_bench.results import PHASES
 from mipro_bench.stats import SeedSummary
 
@@ -19,8 +27,21 @@ OWN_SCORE_NOTE = ("Best val is the optimizer's own score on its validation split
                   "it is not a test accuracy and is not comparable across optimizers.")
 CI_NOTE = ("Test accuracies are the suite's own held-out test split; [..] is the {conf:g}% "
            "bootstrap CI over test items; sd is the spread across optimizer seeds.")
-PAIR_NOTE = ("Pairs: same mode, same model, same test items; difference = A - B with a paired "
-             "bootstrap CI; a winner is named only when that CI excludes 0.")
+PAIR_NOTE = ("Pairs: same mode, same model, same test items, both prompts run in the same "
+             "executor (one row per executor; 'native' names the side whose format it is); "
+             "difference = A - B with a paired bootstrap CI; a winner is named only when that "
+             "CI excludes 0 in that executor.")
+EXECUTOR_NOTE = ("Executors: the format a prompt runs in when scored (dspy_program: a DSPy "
+                 "program; task_app: the task app's forced tool call through the interceptor). "
+                 "Every prompt is scored in every executor; * marks the optimizer's native one, "
+                 "whose numbers are the row's main ones.")
+PARSE_NOTE = ("Parsing: share of answered items decided by each step of the label rule "
+              "(exact / normalised / in a sentence / fuzzy / none = named no intent); LM "
+              "calls per item above 1 are adapter retries and fallbacks.")
+FORMAT_NOTE = ("Format effect: the same prompt in two executors on the same items (A - B, "
+               "paired bootstrap CI; discordant = items only one format got right). A "
+               "non-zero effect means optimizer pairs across formats would mix optimizer "
+               "and format.")
 SIMULATED_NOTE = ("SIMULATED LM: these numbers come from the deterministic simulated LM, "
                   "not a real model. They test the suite, not the optimizers.")
 
@@ -120,11 +141,17 @@ def calls_by_phase(usage: dict[str, UsageSummary], missing: str = "-",
 
 
 def tokens(usage: dict[str, UsageSummary], missing: str = "-", sep: str = " / ") -> str:
+    """The native phases' tokens; the other executors' evaluations as their own line."""
     if not usage:
         return missing
-    inp = sum(u.input_tokens for u in usage.values())
-    out = sum(u.output_tokens for u in usage.values())
-    return f"{number(inp)} in{sep}{number(out)} out"
+    native = [u for p, u in usage.items() if p in PHASES]
+    inp = sum(u.input_tokens for u in native)
+    out = sum(u.output_tokens for u in native)
+    text = f"{number(inp)} in{sep}{number(out)} out"
+    cross = [u for p, u in usage.items() if p not in PHASES]
+    if cross:
+        text += f"{sep}+ {number(sum(u.calls for u in cross))} calls in other executors"
+    return text
 
 
 def cost(value: float | None, row_measured: bool = True, missing: str = "-") -> str:
@@ -176,3 +203,75 @@ def pair_sides(pair: PairRow) -> str:
 
 def pair_mode(pair: PairRow) -> str:
     return pair.mode_a if pair.matched_mode else f"CROSS-MODE {pair.mode_a} / {pair.mode_b}"
+
+
+def executor_name(est: ExecutorEstimate) -> str:
+    return f"{est.executor}*" if est.native else est.executor
+
+
+def by_executor(row: Row, missing: str = "-", sep: str = "\n") -> str:
+    """'dspy_program* 38.3%' then 'task_app 38.3%': optimized accuracy per executor."""
+    if not row.by_executor:
+        return missing
+    parts = []
+    for est in row.by_executor:
+        value = "error" if est.optimized is None and est.error else pct(
+            est.optimized.value if est.optimized else None, missing)
+        parts.append(f"{executor_name(est)} {value}")
+    return sep.join(parts)
+
+
+STEP_SHORT = {"exact": "exact", "normalised": "norm", "sentence": "sent", "fuzzy": "fuzzy",
+              "none": "none"}
+
+
+def parse_steps(diag: DiagnosticsSummary | None, missing: str = "-") -> str:
+    """'exact 98%, sent 1%, none 1%' (steps that decided no item are left out)."""
+    if diag is None:
+        return missing
+    shown = [f"{STEP_SHORT[k]} {v * 100:.0f}%" for k, v in diag.shares.items() if v]
+    return ", ".join(shown) or "no answers"
+
+
+def calls_per_item(diag: DiagnosticsSummary | None, missing: str = "-") -> str:
+    if diag is None or diag.calls_per_item is None:
+        return missing
+    return f"{diag.calls_per_item:.2f}"
+
+
+def no_intent(diag: DiagnosticsSummary | None, missing: str = "-") -> str:
+    if diag is None:
+        return missing
+    text = f"{diag.no_intent}/{diag.n_items}"
+    return f"{text} ({diag.errors} LM errors)" if diag.errors else text
+
+
+def flag_tags(row: Row) -> list[str]:
+    """The short tags of a row's flags ('UNCHANGED PROMPT', 'LOCAL BACKEND')."""
+    return [flag.split(":", 1)[0] for flag in row.flags]
+
+
+def status_with_flags(row: Row, limit: int | None = 80) -> str:
+    text = status(row.status, limit)
+    return "\n".join([text, *flag_tags(row)]) if row.flags else text
+
+
+def pair_executor(pair: PairRow, missing: str = "-") -> str:
+    if not pair.executor:
+        return "each native"
+    if pair.native_for:
+        return f"{pair.executor}\n(native: {', '.join(pair.native_for)})"
+    return pair.executor or missing
+
+
+def pair_verdict(pair: PairRow) -> str:
+    text = pair.verdict if pair.status == "compared" else status(pair.status, None)
+    extra = [x for x in (pair.disagreement, pair.budget_note) if x]
+    return "; ".join([text, *extra])
+
+
+def format_difference(effect: FormatEffect, missing: str = "-", sep: str = " ") -> str:
+    d = effect.difference
+    if d is None:
+        return missing
+    return f"{signed_points(d.difference)}{sep}{ci(d.ci_low, d.ci_high, signed=True)}"

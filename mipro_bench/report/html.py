@@ -55,6 +55,20 @@ def _row_view(row: Row) -> dict[str, Any]:
         "improvement": fmt.estimate(row.improvement, signed=True, missing=MISSING, sep="\n"),
         "own_score": fmt.own_score(row.best_val_score, MISSING, sep="\n"),
         "status": row.status, "status_class": _status_class(row.status),
+        "flags": list(row.flags),
+        "by_executor": fmt.by_executor(row, MISSING),
+        "executors": [{
+            "name": fmt.executor_name(e),
+            "baseline": fmt.estimate(e.baseline, missing=MISSING, sep="\n"),
+            "optimized": fmt.estimate(e.optimized, missing=MISSING, sep="\n"),
+            "steps_baseline": fmt.parse_steps(e.baseline_diagnostics, MISSING),
+            "steps_optimized": fmt.parse_steps(e.optimized_diagnostics, MISSING),
+            "no_intent": f"{fmt.no_intent(e.baseline_diagnostics, MISSING)} / "
+                         f"{fmt.no_intent(e.optimized_diagnostics, MISSING)}",
+            "calls_per_item": f"{fmt.calls_per_item(e.baseline_diagnostics, MISSING)} / "
+                              f"{fmt.calls_per_item(e.optimized_diagnostics, MISSING)}",
+            "error": e.error,
+        } for e in row.by_executor],
         "budget": fmt.budget(row.budget, MISSING),
         "calls": fmt.calls_by_phase(row.usage, MISSING, row.optimize_calls_by_role),
         "tokens": fmt.tokens(row.usage, MISSING),
@@ -67,12 +81,13 @@ def _pair_view(pair: PairRow) -> dict[str, Any]:
     d = pair.difference
     return {
         "mode": fmt.pair_mode(pair), "model": pair.model, "sides": fmt.pair_sides(pair),
+        "executor": fmt.pair_executor(pair, MISSING),
         "matched": pair.matched_mode,
         "a": fmt.pct(d.mean_a if d else None, MISSING),
         "b": fmt.pct(d.mean_b if d else None, MISSING),
         "difference": fmt.pair_difference(pair, MISSING, sep="\n"),
         "mcnemar": fmt.pair_mcnemar(pair, MISSING),
-        "verdict": pair.verdict if pair.status == "compared" else pair.status,
+        "verdict": fmt.pair_verdict(pair),
         "winner": pair.winner,
         "status_class": _status_class(pair.status),
         "label": pair.label,
@@ -112,6 +127,15 @@ def _configs(rows: tuple[Row, ...]) -> list[dict[str, str]]:
     return out
 
 
+SMALL_INTENT_ITEMS = 5  # below this many test items per intent the chart says so
+
+
+def _fewest_items_per_intent(comparison: Comparison) -> int | None:
+    counts = [d.n_items for r in comparison.rows for d in r.per_intent]
+    fewest = min(counts, default=None)
+    return fewest if fewest is not None and fewest < SMALL_INTENT_ITEMS else None
+
+
 def render_html(comparison: Comparison) -> str:
     """The whole report as one HTML document (str)."""
     run = comparison.run
@@ -126,6 +150,18 @@ def render_html(comparison: Comparison) -> str:
         "conf": f"{conf:g}",
         "rows": [_row_view(r) for r in comparison.rows],
         "pairs": [_pair_view(p) for p in comparison.pairs],
+        "format_effects": [{
+            "prompt": e.prompt, "model": e.model, "sides": f"{e.executor_a} vs {e.executor_b}",
+            "a": fmt.pct(e.difference.mean_a if e.difference else None, MISSING),
+            "b": fmt.pct(e.difference.mean_b if e.difference else None, MISSING),
+            "difference": fmt.format_difference(e, MISSING, sep="\n") if e.difference
+            else e.status,
+            "discordant": MISSING if e.discordant is None else e.discordant,
+            "mcnemar": fmt.p_value(e.mcnemar_p, MISSING),
+        } for e in comparison.format_effects],
+        "executor_notes": [fmt.EXECUTOR_NOTE, fmt.PARSE_NOTE],
+        "format_note": fmt.FORMAT_NOTE,
+        "small_intents": _fewest_items_per_intent(comparison),
         "charts": svgs,
         "prompt_groups": _prompt_groups(comparison.rows),
         "configs": _configs(comparison.rows),

@@ -73,14 +73,38 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
     out += ["## Test accuracy", ""]
     out += _table(
         ["Optimizer", "Mode", "Model", "LM", "Seeds", "Baseline test accuracy",
-         "Optimized test accuracy", "Improvement", "Best val (optimizer's own score)", "Status"],
+         "Optimized test accuracy", "Improvement", "Optimized by executor (* native)",
+         "Best val (optimizer's own score)", "Status"],
         [[r.optimizer, r.mode, r.model, fmt.lm_kind(r, MISSING), fmt.seeds(r, MISSING),
           fmt.estimate(r.baseline, missing=MISSING), fmt.estimate(r.optimized, missing=MISSING),
           fmt.estimate(r.improvement, signed=True, missing=MISSING),
-          fmt.own_score(r.best_val_score, MISSING), fmt.status(r.status, limit=None)]
+          fmt.by_executor(r, MISSING), fmt.own_score(r.best_val_score, MISSING),
+          fmt.status_with_flags(r, limit=None)]
          for r in comparison.rows],
     )
-    out += ["", f"- {fmt.CI_NOTE.format(conf=conf)}", f"- {fmt.OWN_SCORE_NOTE}", ""]
+    out += ["", f"- {fmt.CI_NOTE.format(conf=conf)}", f"- {fmt.OWN_SCORE_NOTE}"]
+    out += [f"- **{cell(r.label)}**: {cell(flag)}" for r in comparison.rows for flag in r.flags]
+    out.append("")
+
+    if any(r.by_executor for r in comparison.rows):
+        out += ["## Per executor: test accuracy and answer parsing", "",
+                f"{fmt.EXECUTOR_NOTE} {fmt.PARSE_NOTE}", ""]
+        out += _table(
+            ["Optimizer", "Mode", "Executor", "Baseline", "Optimized",
+             "Parsed by step (baseline)", "Parsed by step (optimized)",
+             "No intent (base / opt)", "LM calls per item (base / opt)"],
+            [[r.optimizer, r.mode, fmt.executor_name(e),
+              fmt.estimate(e.baseline, missing=MISSING), fmt.estimate(e.optimized, missing=MISSING),
+              fmt.parse_steps(e.baseline_diagnostics, MISSING),
+              fmt.parse_steps(e.optimized_diagnostics, MISSING)
+              + (f" (error: {e.error})" if e.error else ""),
+              f"{fmt.no_intent(e.baseline_diagnostics, MISSING)} / "
+              f"{fmt.no_intent(e.optimized_diagnostics, MISSING)}",
+              f"{fmt.calls_per_item(e.baseline_diagnostics, MISSING)} / "
+              f"{fmt.calls_per_item(e.optimized_diagnostics, MISSING)}"]
+             for r in comparison.rows for e in r.by_executor],
+        )
+        out.append("")
 
     out += ["## Budget per run", "", "Mean over each row's successful seeds.", ""]
     out += _table(
@@ -98,14 +122,28 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
     if comparison.pairs:
         out += ["## Optimizer vs optimizer", "", f"{fmt.PAIR_NOTE}", ""]
         out += _table(
-            ["Mode", "Model", "A vs B", "A", "B", f"A − B [{conf:g}% CI]", "McNemar p",
-             "Verdict"],
-            [[fmt.pair_mode(p), p.model, fmt.pair_sides(p),
+            ["Mode", "Model", "Executor", "A vs B", "A", "B", f"A − B [{conf:g}% CI]",
+             "McNemar p", "Verdict"],
+            [[fmt.pair_mode(p), p.model, fmt.pair_executor(p, MISSING), fmt.pair_sides(p),
               fmt.pct(p.difference.mean_a if p.difference else None, MISSING),
               fmt.pct(p.difference.mean_b if p.difference else None, MISSING),
               fmt.pair_difference(p, MISSING), fmt.pair_mcnemar(p, MISSING),
-              p.verdict if p.status == "compared" else p.status]
+              fmt.pair_verdict(p)]
              for p in comparison.pairs],
+        )
+        out.append("")
+
+    if comparison.format_effects:
+        out += ["## Format effect", "", fmt.FORMAT_NOTE, ""]
+        out += _table(
+            ["Prompt", "Model", "A vs B", "A", "B", f"A − B [{conf:g}% CI]", "Discordant",
+             "McNemar p"],
+            [[e.prompt, e.model, f"{e.executor_a} vs {e.executor_b}",
+              fmt.pct(e.difference.mean_a if e.difference else None, MISSING),
+              fmt.pct(e.difference.mean_b if e.difference else None, MISSING),
+              fmt.format_difference(e, MISSING) if e.difference else e.status,
+              MISSING if e.discordant is None else e.discordant, fmt.p_value(e.mcnemar_p, MISSING)]
+             for e in comparison.format_effects],
         )
         out.append("")
 

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from mipro_bench.compare import Comparison, PairRow, Row
+from mipro_bench.compare import Comparison, FormatEffect, PairRow, Row
 from mipro_bench.report import format as fmt
 
 DEFAULT_WIDTH = 120
@@ -57,12 +57,21 @@ def render_table(comparison: Comparison, *, color: bool | None = False,
         console.print("No benchmark cases were recorded.")
         return out.getvalue()
     _print(console, _accuracy_table(comparison, style), width)
+    if any(row.by_executor for row in comparison.rows):
+        _print(console, _executor_table(comparison, style), width)
     _print(console, _budget_table(comparison, style), width)
     if comparison.pairs:
         _print(console, _pairs_table(comparison.pairs, style), width)
+    if comparison.format_effects:
+        _print(console, _format_table(comparison.format_effects, style), width)
     notes = [fmt.CI_NOTE.format(conf=comparison.run.confidence * 100), fmt.OWN_SCORE_NOTE]
+    if any(row.by_executor for row in comparison.rows):
+        notes += [fmt.EXECUTOR_NOTE, fmt.PARSE_NOTE]
     if comparison.pairs:
         notes.append(fmt.PAIR_NOTE)
+    if comparison.format_effects:
+        notes.append(fmt.FORMAT_NOTE)
+    notes += [f"{row.label}: {flag}" for row in comparison.rows for flag in row.flags]
     notes.extend(comparison.notes)
     for note in notes:
         console.print(Text(f"* {note}", style="dim"))
@@ -96,8 +105,8 @@ def _plain(cell: object) -> str:
 
 
 def _status_text(row: Row) -> Text:
-    text = fmt.status(row.status)
-    if row.status == "succeeded":
+    text = fmt.status_with_flags(row)
+    if row.status == "succeeded" and not row.flags:
         return Text(text, style="green")
     if row.kind == "not_supported":
         return Text(text, style="dim")
@@ -121,14 +130,66 @@ def _accuracy_table(comparison: Comparison, style: box.Box) -> Table:
     table.add_column("Mode / model / LM", no_wrap=True)
     for name in ("Baseline", "Optimized", "Improvement"):
         table.add_column(name, no_wrap=True)
+    table.add_column("Optimized by\nexecutor", no_wrap=True)
     table.add_column("Best val\n(own score)", no_wrap=True)
     table.add_column("Status", overflow="fold", min_width=12)
     for row in comparison.rows:
         table.add_row(
             row.optimizer, _run(row),
             fmt.estimate(row.baseline, sep="\n"), fmt.estimate(row.optimized, sep="\n"),
-            fmt.estimate(row.improvement, signed=True, sep="\n"),
+            fmt.estimate(row.improvement, signed=True, sep="\n"), fmt.by_executor(row),
             fmt.own_score(row.best_val_score, sep="\n"), _status_text(row),
+        )
+    return table
+
+
+def _executor_table(comparison: Comparison, style: box.Box) -> Table:
+    table = Table(title="Per executor: test accuracy and answer parsing (* = native format)",
+                  box=style, title_justify="left", show_lines=True, show_edge=False)
+    table.add_column("Optimizer", no_wrap=True)
+    table.add_column("Mode", no_wrap=True)
+    table.add_column("Executor", no_wrap=True)
+    table.add_column("Baseline", no_wrap=True)
+    table.add_column("Optimized", no_wrap=True)
+    table.add_column("Parsed by step\n(baseline / optimized)", overflow="fold", min_width=24)
+    table.add_column("No intent\nbase / opt", no_wrap=True)
+    table.add_column("LM calls/item\nbase / opt", no_wrap=True)
+    for row in comparison.rows:
+        for est in row.by_executor:
+            steps = (f"{fmt.parse_steps(est.baseline_diagnostics)} /\n"
+                     f"{fmt.parse_steps(est.optimized_diagnostics)}")
+            if est.error:
+                steps += f"\nerror: {fmt.status(est.error)}"
+            table.add_row(
+                row.optimizer, row.mode, fmt.executor_name(est),
+                fmt.estimate(est.baseline, sep="\n"), fmt.estimate(est.optimized, sep="\n"),
+                steps,
+                f"{fmt.no_intent(est.baseline_diagnostics)} / "
+                f"{fmt.no_intent(est.optimized_diagnostics)}",
+                f"{fmt.calls_per_item(est.baseline_diagnostics)} / "
+                f"{fmt.calls_per_item(est.optimized_diagnostics)}",
+            )
+    return table
+
+
+def _format_table(effects: tuple[FormatEffect, ...], style: box.Box) -> Table:
+    table = Table(title="Format effect (same prompt, two executors, same test items)",
+                  box=style, title_justify="left", show_lines=True, show_edge=False)
+    table.add_column("Prompt", overflow="fold", min_width=14)
+    table.add_column("Model", no_wrap=True)
+    table.add_column("A vs B", no_wrap=True)
+    table.add_column("A", no_wrap=True)
+    table.add_column("B", no_wrap=True)
+    table.add_column("A - B", no_wrap=True)
+    table.add_column("Discordant", no_wrap=True)
+    table.add_column("McNemar p", no_wrap=True)
+    for e in effects:
+        d = e.difference
+        table.add_row(
+            Text(e.prompt), e.model, f"{e.executor_a}\nvs {e.executor_b}",
+            fmt.pct(d.mean_a if d else None), fmt.pct(d.mean_b if d else None),
+            fmt.format_difference(e, sep="\n") if d else fmt.status(e.status),
+            "-" if e.discordant is None else str(e.discordant), fmt.p_value(e.mcnemar_p),
         )
     return table
 
@@ -158,6 +219,7 @@ def _pairs_table(pairs: tuple[PairRow, ...], style: box.Box) -> Table:
     table = Table(title="Optimizer vs optimizer (paired, same test items)", box=style,
                   title_justify="left", show_lines=True, show_edge=False)
     table.add_column("Mode / model", no_wrap=True)
+    table.add_column("Executor", no_wrap=True)
     table.add_column("A vs B", overflow="fold", min_width=14)
     table.add_column("A", no_wrap=True)
     table.add_column("B", no_wrap=True)
@@ -166,9 +228,10 @@ def _pairs_table(pairs: tuple[PairRow, ...], style: box.Box) -> Table:
     table.add_column("Verdict", overflow="fold", min_width=20)
     for pair in pairs:
         d = pair.difference
-        verdict = pair.verdict if pair.status == "compared" else fmt.status(pair.status)
+        verdict = fmt.pair_verdict(pair)
         table.add_row(
-            f"{fmt.pair_mode(pair)}\n{pair.model}", fmt.pair_sides(pair).replace(" vs ", "\nvs "),
+            f"{fmt.pair_mode(pair)}\n{pair.model}", fmt.pair_executor(pair),
+            fmt.pair_sides(pair).replace(" vs ", "\nvs "),
             fmt.pct(d.mean_a if d else None), fmt.pct(d.mean_b if d else None),
             fmt.pair_difference(pair, sep="\n"), fmt.pair_mcnemar(pair, sep="\n"),
             Text(verdict, style="bold" if pair.winner else ""),
