@@ -5,7 +5,9 @@ read-out and the record, so every optimizer is measured the same way: both
 prompts scored by the suite on the same test split, usage counted by the
 gateway per phase, and an optimizer's own best score kept apart from test
 accuracy. A run that fails (any exception, an LM outage included) still
-leaves a `failed` record with the error and whatever it finished.
+leaves a `failed` record with the error and whatever it finished; so does a
+case its optimizer's `check` refuses (before any LM call): its record says
+`refused: <reason>` (and `details.refused`), so the comparison still has its row.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from mipro_bench.optimizers.base import (
     OptimizeOutcome,
     Optimizer,
     OptimizeRequest,
+    UsageError,
     UsageReader,
 )
 from mipro_bench.results import (
@@ -102,14 +105,22 @@ def run_case(
 ) -> tuple[RunRecord, Path]:
     """Run one case and write its record atomically; returns (record, path).
 
-    Both test evaluations run in the optimizer's native executor. Configuration
-    problems found before any LM call (`check`, unsupported mode) raise; everything
-    after that ends in a written record, `failed` or not.
+    Both test evaluations run in the optimizer's native executor. An unsupported mode
+    raises (the matrix shows it as "not supported"); a case its optimizer's `check`
+    refuses (UsageError, before any LM call) ends in a `failed` record whose error is
+    `refused: <reason>` and whose `details.refused` is the reason; everything after
+    that ends in a written record, `failed` or not.
     """
     spec = optimizer.spec
     if not spec.supports(request.mode):
         raise NotSupported(spec.unsupported_reason(request.mode) or request.mode)
-    optimizer.check(request)  # UsageError before any LM call or file
+    refused: str | None = None
+    try:
+        optimizer.check(request)  # before any LM call
+    except NotSupported:
+        raise
+    except UsageError as exc:
+        refused = " ".join(str(exc).split()) or type(exc).__name__
     usage = usage or request.read_usage
     started_at = now_iso()
     t0 = time.perf_counter()
@@ -124,6 +135,9 @@ def run_case(
                      max_item_error_rate=max_item_error_rate)
 
     try:
+        if refused is not None:
+            done.phase = "check"
+            raise CaseRefused(refused)
         done.baseline = _timed(done, "baseline_eval",
                                lambda: evaluate(BASELINE_PROMPT, "baseline_eval"))
         request.say(f"baseline test accuracy {accuracy(done.baseline):.3f}")
@@ -133,6 +147,8 @@ def run_case(
                                 lambda: evaluate(outcome.prompt, "test_eval"))
         request.say(f"optimized test accuracy {accuracy(done.optimized):.3f}")
         done.phase = None
+    except CaseRefused as exc:
+        error = f"refused: {exc}"
     except Exception as exc:
         error = _one_line(exc)
         log.warning("case %s failed in %s: %s", request.scope, done.phase, error)
@@ -146,12 +162,41 @@ def run_case(
     artifacts = _keep_artifacts(done.outcome, path)
     record = _record(optimizer, request, done, started_at, elapsed, error,
                      usage_by_phase, usage_error, artifacts)
-    if details:
-        record = replace(record, details={**record.details, **details})
+    extra: dict[str, Any] = dict(details or {})
+    if refused is not None:
+        extra["refused"] = refused
+    extra.update(_lm_diagnostics(request))
+    if extra:
+        record = replace(record, details={**record.details, **extra})
     write_json_atomic(path, record.to_dict())
     if interrupted is not None:
         raise interrupted
     return record, path
+
+
+class CaseRefused(Exception):
+    """The optimizer's check refused the case (its reason); no phase ran."""
+
+
+def _lm_diagnostics(request: OptimizeRequest) -> dict[str, Any]:
+    """The run's LM limits and what the gateway had to change in requests: the token limit
+    per call kind (`lm_limits`) and the request shapes it downgraded because the server
+    rejected them (`request_downgrades`, session-wide, empty when none)."""
+    from mipro_bench.lm.pricing import pricing_note
+
+    settings = request.lm.settings
+    out: dict[str, Any] = {"lm_limits": {"max_tokens": settings.limits},
+                           "pricing": pricing_note(settings.backend, settings.model,
+                                                   settings.prices_per_mtok)}
+    try:
+        diagnostics = request.lm.diagnostics()
+    except Exception:  # an older or unreachable gateway: the record matters more
+        return out
+    out["request_downgrades"] = list(diagnostics.get("request_downgrades") or [])
+    capped = diagnostics.get("calls_capped") or {}
+    if capped:
+        out["lm_limits"]["calls_capped"] = dict(capped)
+    return out
 
 
 def _timed(done: _Progress, phase: str, fn: Callable[[], Any]) -> Any:
