@@ -147,7 +147,8 @@ def _budget_table(comparison: Comparison, style: box.Box) -> Table:
         measured = row.kind == "measured" and row.n_succeeded > 0
         table.add_row(
             row.optimizer, _case(row), fmt.budget(row.budget), fmt.calls_by_phase(row.usage),
-            fmt.tokens(row.usage, sep="\n"), fmt.cost(row.cost_usd, measured),
+            fmt.tokens(row.usage, sep="\n"), fmt.cost(row.cost_usd, measured,
+                                                        estimate=row.cost_usd_estimate),
             fmt.seconds(row.elapsed_seconds, sep="\n"),
         )
     return table
