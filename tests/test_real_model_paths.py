@@ -145,3 +145,10 @@ def test_prices_come_in_pairs_and_limits_parse() -> None:
     assert settings.prices_per_mtok == (0.5, 1.5) and "per 1M" in line
     assert parse_token_limits("100") == dict.fromkeys(
         ("answer", "tool_call", "proposer", "reflection"), 100)
+
+
+def test_gepas_reflective_prompt_is_a_reflection() -> None:
+    prompt = ("I provided an assistant with the following instructions to perform a task for "
+              "me:\n```\nClassify.\n```\nYour task is to write a new instruction for the "
+              "assistant.")
+    assert call_kind({"messages": [{"role": "user", "content": prompt}]}) == "reflection"

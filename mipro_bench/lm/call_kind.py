@@ -7,8 +7,8 @@ client sent none). The kinds (`LMSettings.token_limits`):
 - tool_call: the request carries tools (the task app's forced `banking77_classify`);
 - proposer: an instruction proposal (DSPy's grounded proposer and its dataset /
   program summaries, or a "propose ... instruction" request such as Synth's meta model);
-- reflection: an optimizer reading its own traces (a DSPy signature with a reflection
-  field, or a request that asks to reflect);
+- reflection: an optimizer reading its own traces (GEPA's reflective mutation prompt, a
+  DSPy signature with a reflection field, or a request that asks to reflect);
 - answer: everything else (a DSPy program's classification fields).
 """
 
@@ -25,6 +25,9 @@ from mipro_bench.lm.settings import CallKind
 _PROPOSER_FIELDS = re.compile(
     r"\b(proposed_instruction|program_description|module_description|observations)\b")
 _REFLECTION = re.compile(r"\b(reflection|reflect on|reflective)\b", re.IGNORECASE)
+# GEPA's reflective mutation prompt (gepa.strategies.instruction_proposal's template).
+_GEPA = re.compile(r"I provided an assistant with the following instructions|"
+                   r"write a new instruction for the assistant", re.IGNORECASE)
 _PROPOSE = re.compile(r"\bpropos", re.IGNORECASE)
 _INSTRUCTION = re.compile(r"\binstruction", re.IGNORECASE)
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -47,7 +50,8 @@ def call_kind(body: Mapping[str, Any]) -> CallKind:
     messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
     system = " ".join(_text(m) for m in messages if m.get("role") in ("system", "developer"))
     last_user = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
-    if _REFLECTION.search(system) or _REFLECTION.search(last_user[:2000]):
+    if _REFLECTION.search(system) or _REFLECTION.search(last_user[:2000]) \
+            or _GEPA.search(last_user):
         return "reflection"
     if _PROPOSER_FIELDS.search(system) or (_PROPOSE.search(last_user)
                                            and _INSTRUCTION.search(last_user)):
