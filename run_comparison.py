@@ -107,6 +107,9 @@ def _validate(args: argparse.Namespace) -> None:
     for expr in args.compare_fail:
         parse_threshold(expr)
     parse_alpha(args.compare_alpha)
+    if (args.price_in is None) != (args.price_out is None):
+        raise UsageError("give both --price-in and --price-out (USD per million input and "
+                         "output tokens), or neither")
     if args.compare_fail and not args.compare:
         raise UsageError("--compare-fail needs --compare PATH|latest")
     if args.compare and args.compare != "latest" and not Path(args.compare).is_file():

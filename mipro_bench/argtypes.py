@@ -51,6 +51,31 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def price_per_mtok(text: str) -> float:
+    """--price-in/--price-out: USD per million tokens, a finite number >= 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected USD per million tokens (a number), got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a price >= 0, got {text!r}")
+    return value
+
+
+def token_limits_text(text: str) -> str:
+    """--max-tokens: N or KIND=N,... checked now (the text itself is what is passed on)."""
+    from mipro_bench.lm.settings import LMConfigError, parse_token_limits
+
+    try:
+        parse_token_limits(text)
+    except LMConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--max-tokens: ")) from None
+    return text
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0 meaning "any free one"; out of range is a usage error, not a failed run."""
     value = whole_number(text, expected="a port number")

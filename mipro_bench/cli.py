@@ -171,7 +171,8 @@ def run_optimizer(
     # cheap checks first: no data is read for a bad LM or a bad recording
     continuity = Continuity.from_options(resume=args.resume, record=args.record,
                                          replay=args.replay)
-    settings, lm_line = resolve(args.lm, args.api_base, args.model)
+    settings, lm_line = resolve(args.lm, args.api_base, args.model, max_tokens=args.max_tokens,
+                                price_in=args.price_in, price_out=args.price_out)
     if continuity.replay is not None:
         settings = continuity.lm_settings(settings)
         lm_line = (f"LM: REPLAYED from {continuity.replay} (recorded {settings.model}); "
@@ -201,6 +202,9 @@ def run_optimizer(
     saved = continuity.save_recording(args.results_dir, {str(record.details.get("scope"))})
     if saved is not None:
         err.print(f"recording: {saved}", highlight=False)
+    if record.details.get("refused"):
+        # A refused case is a usage error (one line, exit 2); its record is still written.
+        raise CLIError(f"{record.details['refused']} (record: {path})")
     (out or stdout_console()).print(summary_table([(record, path)]))
     if record.status != "succeeded":
         err.print(f"[red]run failed[/red]: {record.error} (record: {path})", highlight=False)

@@ -191,6 +191,9 @@ class SeedResult:
     backend: str | None
     test_digest: str | None
     started_at: str
+    # What the calls would have cost on the named model when no real cost applies (the
+    # simulated LM); shown as "est.", never as a cost.
+    cost_usd_estimate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,7 @@ class Row:
     optimize_calls_by_role: dict[str, float] = field(default_factory=dict)
     tokens: float | None = None
     cost_usd: float | None = None
+    cost_usd_estimate: float | None = None  # simulated runs: the named model's price, "est."
     elapsed_seconds: SeedSummary | None = None
     budget: dict[str, Any] = field(default_factory=dict)
     per_intent: tuple[IntentDelta, ...] = ()
@@ -602,6 +606,14 @@ def _accuracy(estimate: AccuracyEstimate | None, scalar: float | None) -> float 
     return estimate.accuracy if estimate is not None else scalar
 
 
+def _total_estimate(usage: dict[str, PhaseUsage]) -> float | None:
+    """The estimated cost (simulated runs), when every phase that made calls has one."""
+    if not usage or not all(u.cost_usd_estimate is not None or u.calls == 0
+                            for u in usage.values()):
+        return None
+    return float(sum(u.cost_usd_estimate or 0.0 for u in usage.values()))
+
+
 def _phase_cost_known(usage: PhaseUsage) -> bool:
     return usage.cost_usd is not None or usage.calls == 0
 
@@ -641,6 +653,7 @@ def _seed_result(rec: RunRecord, ctx: _Ctx) -> SeedResult:
         lm_calls=total.calls,
         tokens=total.input_tokens + total.output_tokens,
         cost_usd=_total_cost(rec.usage),
+        cost_usd_estimate=_total_estimate(rec.usage),
         elapsed_seconds=rec.timing.elapsed_seconds,
         optimize_seconds=rec.timing.optimize_seconds,
         trajectory=rec.trajectory,
@@ -803,6 +816,8 @@ def _measured_row(key: tuple[str, str, str], recs: list[RunRecord], ctx: _Ctx,
         lm_calls=float(np.mean([s.lm_calls for s in good])) if good else None,
         tokens=float(np.mean([s.tokens for s in good])) if good else None,
         cost_usd=_mean_or_none(costs),
+        cost_usd_estimate=_mean_or_none([s.cost_usd_estimate for s in good])
+        if all(s.cost_usd is None for s in good) else None,
         elapsed_seconds=stats.summarize_seeds(elapsed) if elapsed else None,
         budget=dict(first.config.budget),
         per_intent=_per_intent(runs),

@@ -18,7 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mipro_bench.argtypes import non_negative_int, positive_int
+from mipro_bench.argtypes import (
+    non_negative_int,
+    positive_int,
+    price_per_mtok,
+    token_limits_text,
+)
 from mipro_bench.continuity import Continuity
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
@@ -92,6 +97,14 @@ COMMON: tuple[Opt, ...] = (
         metavar="URL"),
     Opt("model", f"model for every phase and optimizer (default {DEFAULT_MODEL}; with --lm "
         "local the served model's name is recorded)", "lm", default=DEFAULT_MODEL),
+    Opt("max-tokens", "completion-token limit per LM call: N for every kind, or KIND=N,... "
+        "with kinds answer, tool_call, proposer, reflection (default answer=256, "
+        "tool_call=256, proposer=512, reflection=1024)", "lm", token_limits_text,
+        metavar="N|KIND=N,..."),
+    Opt("price-in", "USD per million input tokens of an --api-base/--lm local server (with "
+        "--price-out; else its cost is unknown)", "lm", price_per_mtok, metavar="USD"),
+    Opt("price-out", "USD per million output tokens (with --price-in)", "lm", price_per_mtok,
+        metavar="USD"),
     Opt("results-dir", f"where records and reports go (default {DEFAULT_RESULTS_DIR}/)",
         "output", Path, DEFAULT_RESULTS_DIR, metavar="DIR"),
     Opt("resume", "reuse succeeded records of the same cases and replay the journals of "
@@ -193,6 +206,9 @@ class BenchOptions:
     lm: str | None = None
     api_base: str | None = None
     model: str = DEFAULT_MODEL
+    max_tokens: str | None = None
+    price_in: str | None = None
+    price_out: str | None = None
     results_dir: Path = DEFAULT_RESULTS_DIR
     resume: bool = False
     record: Path | None = None
@@ -220,6 +236,9 @@ class BenchOptions:
             lm=get("lm"),
             api_base=get("api_base"),
             model=get("model"),
+            max_tokens=get("max_tokens"),
+            price_in=get("price_in"),
+            price_out=get("price_out"),
             results_dir=Path(get("results_dir")),
             resume=bool(get("resume")),
             record=Path(get("record")) if get("record") else None,

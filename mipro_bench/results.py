@@ -88,6 +88,11 @@ class PhaseUsage:
     # LM now. Like timing it says how the calls were obtained, not what was spent, so a
     # replayed run compares equal to the run it replays; older records read as 0.
     replayed_calls: int = field(default=0, compare=False)
+    # What the calls would have cost on the named model when no real cost applies (the
+    # simulated LM): an estimate, shown as one ("est."), never as cost_usd.
+    cost_usd_estimate: float | None = field(default=None, compare=False)
+    # Answers cut off by the completion-token limit (finish_reason "length").
+    truncated: int = field(default=0, compare=False)
 
     def __add__(self, other: PhaseUsage) -> PhaseUsage:
         return PhaseUsage(
@@ -99,6 +104,8 @@ class PhaseUsage:
             lm_seconds=_add_known(self.lm_seconds, other.lm_seconds),
             lm_busy_seconds=_add_known(self.lm_busy_seconds, other.lm_busy_seconds),
             replayed_calls=self.replayed_calls + other.replayed_calls,
+            cost_usd_estimate=_add_known(self.cost_usd_estimate, other.cost_usd_estimate),
+            truncated=self.truncated + other.truncated,
         )
 
 

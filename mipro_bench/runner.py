@@ -17,7 +17,9 @@ read-out and the record, so every optimizer is measured the same way: both
 prompts scored by the suite on the same test split, usage counted by the
 gateway per phase, and an optimizer's own best score kept apart from test
 accuracy. A run that fails (any exception, an LM outage included) still
-leaves a `failed` record with the error and whatever it finished.
+leaves a `failed` record with the error and whatever it finished; so does a
+case its optimizer's `check` refuses (before any LM call): its record says
+`refused: <reason>` (and `details.refused`), so the comparison still has its row.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from mipro_bench.optimizers.base import (
     OptimizeOutcome,
     Optimizer,
     OptimizeRequest,
+    UsageError,
     UsageReader,
 )
 from mipro_bench.results import (
@@ -164,14 +167,22 @@ def run_case(
     The native executor's evaluations decide the case; then every executor in
     `executors` (default: every registered one) that can express both prompts scores
     them too. A non-native evaluation that fails is recorded on that executor
-    (`by_executor[name].error`) and does not fail the case. Configuration problems
-    found before any LM call (`check`, unsupported mode) raise; everything after that
-    ends in a written record, `failed` or not.
+    (`by_executor[name].error`) and does not fail the case. An unsupported mode raises
+    (the matrix shows it as "not supported"); a case its optimizer's `check` refuses
+    (UsageError, before any LM call) ends in a `failed` record whose error is
+    `refused: <reason>` and whose `details.refused` is the reason; everything after
+    that ends in a written record, `failed` or not.
     """
     spec = optimizer.spec
     if not spec.supports(request.mode):
         raise NotSupported(spec.unsupported_reason(request.mode) or request.mode)
-    optimizer.check(request)  # UsageError before any LM call or file
+    refused: str | None = None
+    try:
+        optimizer.check(request)  # before any LM call
+    except NotSupported:
+        raise
+    except UsageError as exc:
+        refused = " ".join(str(exc).split()) or type(exc).__name__
     usage = usage or request.read_usage
     started_at = now_iso()
     t0 = time.perf_counter()
@@ -224,6 +235,9 @@ def run_case(
                         executor, progress.error)
 
     try:
+        if refused is not None:
+            done.phase = "check"
+            raise CaseRefused(refused)
         done.executors[native] = _ExecutorProgress(native=True,
                                                    phases=eval_phases(native, native=True))
         done.baseline = _timed(done, "baseline_eval",
@@ -239,6 +253,8 @@ def run_case(
         for executor in others:
             cross_score(executor, outcome.prompt)
         done.phase = None
+    except CaseRefused as exc:
+        error = f"refused: {exc}"
     except Exception as exc:
         error = _one_line(exc)
         log.warning("case %s failed in %s: %s", request.scope, done.phase, error)
@@ -256,8 +272,12 @@ def run_case(
     artifacts = _keep_artifacts(done.outcome, path)
     record = _record(optimizer, request, done, started_at, elapsed, error,
                      usage_by_phase, usage_error, artifacts)
-    if details:
-        record = replace(record, details={**record.details, **details})
+    extra: dict[str, Any] = dict(details or {})
+    if refused is not None:
+        extra["refused"] = refused
+    extra.update(_lm_diagnostics(request))
+    if extra:
+        record = replace(record, details={**record.details, **extra})
     write_json_atomic(path, record.to_dict())
     if interrupted is not None:
         raise interrupted
@@ -270,6 +290,31 @@ def _phase_rank(phase: str) -> tuple[int, str, int]:
         return (0, "", PHASES.index(phase))
     base, _, executor = phase.partition(":")
     return (1, executor, PHASES.index(base) if base in PHASES else len(PHASES))
+
+
+class CaseRefused(Exception):
+    """The optimizer's check refused the case (its reason); no phase ran."""
+
+
+def _lm_diagnostics(request: OptimizeRequest) -> dict[str, Any]:
+    """The run's LM limits and what the gateway had to change in requests: the token limit
+    per call kind (`lm_limits`) and the request shapes it downgraded because the server
+    rejected them (`request_downgrades`, session-wide, empty when none)."""
+    from mipro_bench.lm.pricing import pricing_note
+
+    settings = request.lm.settings
+    out: dict[str, Any] = {"lm_limits": {"max_tokens": settings.limits},
+                           "pricing": pricing_note(settings.backend, settings.model,
+                                                   settings.prices_per_mtok)}
+    try:
+        diagnostics = request.lm.diagnostics()
+    except Exception:  # an older or unreachable gateway: the record matters more
+        return out
+    out["request_downgrades"] = list(diagnostics.get("request_downgrades") or [])
+    capped = diagnostics.get("calls_capped") or {}
+    if capped:
+        out["lm_limits"]["calls_capped"] = dict(capped)
+    return out
 
 
 def _timed(done: _Progress, phase: str, fn: Callable[[], Any]) -> Any:

@@ -67,9 +67,14 @@ class CountingUpstream:
     it and answers every chat call with one canned completion. Not our gateway app, so a
     test of the gateway's own checks cannot be fooled by sharing its code."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, reject_formats: dict[str, int] | None = None,
+                 finish_reason: str = "stop") -> None:
         self.requests: list[dict[str, Any]] = []  # {"path", "headers", "body"} per request
         self._lock = threading.Lock()
+        # response_format type -> the status it is refused with (llama-cpp-python's 500s
+        # name the field, as real servers do)
+        self.reject_formats = dict(reject_formats or {})
+        self.finish_reason = finish_reason
 
     @property
     def count(self) -> int:
@@ -90,10 +95,22 @@ class CountingUpstream:
                     upstream.requests.append({"path": self.path, "headers": headers,
                                               "body": raw})
                 payload = json.loads(raw or b"{}")
+                fmt = (payload.get("response_format") or {}).get("type")
+                if fmt in upstream.reject_formats:
+                    refusal = json.dumps({"error": {"message": (
+                        "1 validation error for CreateChatCompletionRequest response_format."
+                        f"type: Input should be 'text' or 'json_object' (got '{fmt}')")}}
+                    ).encode()
+                    self.send_response(upstream.reject_formats[fmt])
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(refusal)))
+                    self.end_headers()
+                    self.wfile.write(refusal)
+                    return
                 answer = json.dumps({
                     "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
                     "model": payload.get("model", "m"),
-                    "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "choices": [{"index": 0, "finish_reason": upstream.finish_reason, "message": {
                         "role": "assistant", "content": f"answer {upstream.count}"}}],
                     "usage": {"prompt_tokens": 11, "completion_tokens": 3,
                               "total_tokens": 14}}).encode()
@@ -110,11 +127,12 @@ class CountingUpstream:
 
 
 @contextlib.contextmanager
-def counting_upstream() -> Iterator[tuple[str, CountingUpstream]]:
-    """(base URL ending in /v1, the counter) of a CountingUpstream served on 127.0.0.1."""
+def counting_upstream(**options: Any) -> Iterator[tuple[str, CountingUpstream]]:
+    """(base URL ending in /v1, the counter) of a CountingUpstream served on 127.0.0.1
+    (`options`: CountingUpstream's)."""
     from http.server import ThreadingHTTPServer
 
-    upstream = CountingUpstream()
+    upstream = CountingUpstream(**options)
     server = ThreadingHTTPServer(("127.0.0.1", 0), upstream.handler())
     thread = threading.Thread(target=server.serve_forever, name="counting-upstream",
                               daemon=True)

@@ -145,7 +145,7 @@ def test_usage_over_http_matches_the_handle_and_resets(gw: GatewayHandle) -> Non
     assert set(raw) == {"a", "b"}
     assert set(raw["a"]["optimize"]) == {"calls", "input_tokens", "output_tokens", "cost_usd",
                                          "errors", "lm_seconds", "lm_busy_seconds",
-                                         "replayed_calls"}
+                                         "replayed_calls", "cost_usd_estimate", "truncated"}
     assert raw["a"]["optimize"]["lm_seconds"] > 0  # server-side time of that one call
     assert raw["a"]["optimize"]["cost_usd"] is None
     assert gw.endpoint.usage() == gw.usage()

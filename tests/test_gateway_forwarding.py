@@ -9,6 +9,7 @@ pricing a dated model name): that one is a small stand-in app defined here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -196,8 +197,11 @@ def openai_like_app() -> Starlette:
 @pytest.fixture
 def openai_front(monkeypatch: pytest.MonkeyPatch) -> Iterator[GatewayHandle]:
     monkeypatch.setenv("OPENAI_API_KEY", SECRET)
+    # backend "openai": OpenAI's price table applies to OpenAI's own API only (a compatible
+    # server with an OpenAI-looking model name is unpriced: tests/test_real_model_paths.py)
+    settings = dataclasses.replace(forward_settings(""), backend="openai")
     with serve_in_thread(openai_like_app(), name="openai-like") as server, start_gateway(
-        forward_settings(server.url + "/v1"), retry=FAST_RETRY
+        settings.with_base_url(server.url + "/v1"), retry=FAST_RETRY
     ) as handle:
         yield handle
 

@@ -164,14 +164,20 @@ def test_interrupt_writes_the_record_then_propagates(splits: Splits, tmp_path: P
     assert read_record(path).error == "interrupted (KeyboardInterrupt)"
 
 
-def test_refusals_come_before_any_evaluation_or_file(splits: Splits, tmp_path: Path) -> None:
+def test_a_refused_case_leaves_a_record_with_the_reason_and_runs_nothing(
+        splits: Splits, tmp_path: Path) -> None:
     optimizer = TableOptimizer(refuse=True)
-    with pytest.raises(UsageError):
-        run_case(optimizer, request_for(splits, tmp_path), results_dir=tmp_path / "r")
     with pytest.raises(NotSupported, match="fewshot"):
         run_case(TableOptimizer(), request_for(splits, tmp_path, "fewshot"),
                  results_dir=tmp_path / "r")
-    assert optimizer.phases == [] and not (tmp_path / "r").exists()
+    assert not (tmp_path / "r").exists()
+    record, path = run_case(optimizer, request_for(splits, tmp_path), results_dir=tmp_path / "r")
+    assert optimizer.phases == []
+    assert record.status == "failed" and record.error.startswith("refused: ")
+    assert record.details["refused"] in record.error
+    assert record.details["failed_phase"] == "check"
+    assert record.results.baseline_test_accuracy is None
+    assert read_record(path) == record
 
 
 def test_unreadable_usage_is_noted_not_fatal(splits: Splits, tmp_path: Path) -> None:

@@ -244,15 +244,18 @@ def test_remote_backends_need_a_key_and_must_answer(panel: Splits, tmp_path: Pat
                 seed=1, workdir=tmp_path, scope="x"))
 
 
-def test_the_sdk_validator_runs_before_any_lm_call(panel: Splits, tmp_path: Path) -> None:
+def test_the_hosted_backend_refuses_a_model_it_does_not_offer_before_any_lm_call(
+        panel: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mipro_bench.lm.gateway import start_gateway
     from mipro_bench.lm.settings import LMSettings
 
+    monkeypatch.setenv("SYNTH_API_KEY", "sk_test_not_real")
     with start_gateway(LMSettings(backend="sim", model="SmolLM2-135M", base_url=None)) as gw:
         request = request_for(panel, gw, tmp_path)
-        with pytest.raises(UsageError, match="synth-ai rejects the job config") as info:
-            SynthMIPRO(backend="local").check(request)
-        assert "Unsupported OpenAI model" in str(info.value) and "\n" not in str(info.value)
+        with pytest.raises(UsageError, match="does not offer model 'SmolLM2-135M'") as info:
+            SynthMIPRO(backend="hosted").check(request)
+        assert "gpt-4.1-nano" in str(info.value) and "\n" not in str(info.value)
+        SynthMIPRO(backend="local").check(request)  # the local backend serves any model
         assert gw.usage() == {}
 
 

@@ -104,11 +104,14 @@ def quiet_output(log_path: Path | None) -> Iterator[None]:
 
 
 def dspy_lm(request: OptimizeRequest, phase: str, *, num_retries: int,
-            model: str | None = None) -> Any:
-    """A dspy.LM whose calls count under this case's scope and `phase`."""
+            model: str | None = None, max_tokens: int | None = None) -> Any:
+    """A dspy.LM whose calls count under this case's scope and `phase` (its completion-token
+    limit the answer kind's unless `max_tokens` says otherwise)."""
     from mipro_bench.lm.dspy_lm import make_dspy_lm
 
     kwargs: dict[str, Any] = {"num_retries": num_retries}
+    if max_tokens is not None:
+        kwargs["max_tokens"] = max_tokens
     if model is not None:
         kwargs["model"] = model if "/" in model else f"openai/{model}"
     return make_dspy_lm(request.lm, request.scope, phase, **kwargs)

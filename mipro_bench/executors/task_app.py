@@ -80,7 +80,8 @@ async def _rollouts(task_url: str, env_key: str, inference_url: str, split: str,
     tasks = [asyncio.ensure_future(app.rollout(
         seed=seed, env_config={"split": split}, inference_url=inference_url,
         model=request.lm.settings.model, correlation_id=f"{request.scope}-{phase}-{seed}",
-        temperature=request.lm.settings.temperature, max_tokens=request.lm.settings.max_tokens))
+        temperature=request.lm.settings.temperature,
+        max_tokens=request.lm.settings.limit_for("tool_call")))
         for seed in range(n)]
     try:
         failed: list[RolloutOutcome] = []

@@ -45,7 +45,7 @@ def make_dspy_lm(endpoint: LMEndpoint, optimizer: str, phase: str, **kw: Any) ->
         "api_key": endpoint.api_key,
         "cache": False,
         "temperature": settings.temperature,
-        "max_tokens": settings.max_tokens,
+        "max_tokens": settings.limit_for("answer"),
         "num_retries": min(settings.max_retries, MAX_DSPY_RETRIES),
         "timeout": settings.timeout_s,
     }

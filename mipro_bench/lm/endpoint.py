@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -54,6 +54,15 @@ class LMEndpoint:
                                        headers=self.auth_headers, timeout=timeout_s)
         response.raise_for_status()
         return usage_from_json(response.json())
+
+
+    def diagnostics(self, *, timeout_s: float = 10.0) -> dict[str, Any]:
+        """The gateway's GET /diagnostics: token limits applied, request shapes downgraded."""
+        response = _local_client().get(f"{self.gateway_url}/diagnostics",
+                                       headers=self.auth_headers, timeout=timeout_s)
+        response.raise_for_status()
+        data = response.json()
+        return data if isinstance(data, dict) else {}
 
 
 @functools.cache

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 from tenacity import AsyncRetrying
 
-from mipro_bench.lm.pricing import cost_usd
+from mipro_bench.lm.pricing import charge, price_for
 from mipro_bench.lm.responders import (
     SIMULATED_FINGERPRINT,
     InvalidChatRequest,
@@ -36,6 +36,41 @@ from mipro_bench.lm.transport import json_headers, pool_options
 log = logging.getLogger(__name__)
 
 REDACTED = "[redacted]"
+# Words of a rejection that names the response_format feature (OpenAI-style 400s, vLLM's
+# 400s, llama-cpp-python's 500 "validation error ... response_format").
+_SHAPE_WORDS = ("response_format", "json_schema", "response format", "json schema")
+# The fallbacks of `response_format`, strongest first: what a server that rejected one
+# shape is asked for next (None = no response_format at all; DSPy parses plain text too).
+RESPONSE_FORMAT_LADDER: tuple[str | None, ...] = ("json_schema", "json_object", None)
+
+
+class ShapeRejected(Exception):
+    """The server refused the request's response_format: try the next shape down."""
+
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+        self.text = text
+
+
+def response_format_type(body: dict[str, Any]) -> str | None:
+    fmt = body.get("response_format")
+    if isinstance(fmt, dict) and isinstance(fmt.get("type"), str):
+        return fmt["type"]
+    return None
+
+
+def names_response_format(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _SHAPE_WORDS)
+
+
+def with_response_format(body: dict[str, Any], shape: str | None) -> dict[str, Any]:
+    """`body` asking for `shape` instead (json_object keeps nothing of the schema)."""
+    out = {k: v for k, v in body.items() if k != "response_format"}
+    if shape is not None and shape != "text":
+        out["response_format"] = {"type": shape}
+    return out
 
 
 class ForwardResponder:
@@ -52,6 +87,10 @@ class ForwardResponder:
         self._retry = retry or RetryPolicy.from_max_retries(settings.max_retries)
         self._max_connections = max_connections
         self._client: httpx.AsyncClient | None = None
+        # Index into RESPONSE_FORMAT_LADDER of the strongest response_format this server has
+        # not rejected; raised (for the session) when it rejects one.
+        self._format_level = 0
+        self._downgrades: list[dict[str, Any]] = []
 
     async def startup(self) -> None:
         # Created inside the serving loop: an httpx pool belongs to one event loop.
@@ -69,21 +108,68 @@ class ForwardResponder:
         """Remove the real key from text coming back (401/403 bodies are never relayed at all)."""
         return text.replace(self._key, REDACTED) if self._key else text
 
-    async def _post_once(self, payload: bytes) -> httpx.Response:
+    async def _post_once(self, payload: bytes, shaped: bool) -> httpx.Response:
         assert self._client is not None, "ForwardResponder used before startup()"
         response = await self._client.post(self._url, content=payload,
                                            headers=json_headers(self._key))
+        status = response.status_code
+        if shaped and status >= 400 and status not in (401, 403, 408, 409, 429) \
+                and names_response_format(response.text):
+            raise ShapeRejected(status, self.scrub(response.text))  # deterministic: no retry
         raise_if_retryable(response)
         return response
 
+    def downgrades(self) -> list[dict[str, Any]]:
+        """Request shapes this session stopped sending because the server rejected them."""
+        return [dict(d) for d in self._downgrades]
+
+    def _shaped(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as this server takes it: response_format no stronger than the strongest
+        shape it has not rejected so far."""
+        wanted = response_format_type(body)
+        if wanted is None or wanted not in RESPONSE_FORMAT_LADDER:
+            return body
+        if RESPONSE_FORMAT_LADDER.index(wanted) >= self._format_level:
+            return body
+        return with_response_format(body, RESPONSE_FORMAT_LADDER[self._format_level])
+
+    def _downgrade(self, rejected: str, exc: ShapeRejected) -> bool:
+        """Remember that `rejected` is refused; False when there is nothing left to drop."""
+        index = RESPONSE_FORMAT_LADDER.index(rejected)
+        if index + 1 >= len(RESPONSE_FORMAT_LADDER):
+            return False
+        if index + 1 > self._format_level:
+            self._format_level = index + 1
+            fallback = RESPONSE_FORMAT_LADDER[index + 1]
+            self._downgrades.append({
+                "feature": f"response_format:{rejected}",
+                "fallback": f"response_format:{fallback}" if fallback else "no response_format",
+                "status": exc.status, "reason": " ".join(exc.text.split())[:300]})
+            log.warning("upstream %s rejected response_format %s (HTTP %s); sending %s from now "
+                        "on", self._url, rejected, exc.status, fallback or "none")
+        return True
+
     async def complete(self, body: dict[str, Any]) -> Reply:
+        body = self._shaped(body)
+        while True:
+            shape = response_format_type(body)
+            try:
+                return await self._complete(body, shaped=shape in RESPONSE_FORMAT_LADDER)
+            except ShapeRejected as exc:
+                if shape is None or not self._downgrade(shape, exc):
+                    message = f"upstream LM answered HTTP {exc.status}: {exc.text[:500]}"
+                    raise InvalidChatRequest(message, status=400, body={"error": {
+                        "message": message, "type": "invalid_request_error"}}) from None
+                body = self._shaped(body)
+
+    async def _complete(self, body: dict[str, Any], *, shaped: bool) -> Reply:
         payload = json.dumps(body).encode()
         attempts = 0
         try:
             async for attempt in AsyncRetrying(**retrying_kwargs(self._retry)):
                 with attempt:
                     attempts += 1
-                    response = await self._post_once(payload)
+                    response = await self._post_once(payload, shaped)
         except RetryableStatus as exc:
             log.warning("upstream %s answered %s on all %d attempts", self._url, exc.status,
                         attempts)
@@ -126,12 +212,18 @@ class ForwardResponder:
         return Reply(200, data)
 
     def cost_of(self, response: dict[str, Any]) -> float | None:
+        """The call's real cost: OpenAI's table for OpenAI's API, the user's prices for any
+        other server, else None (see mipro_bench.lm.pricing)."""
         if response.get("system_fingerprint") == SIMULATED_FINGERPRINT:
             return None
         usage = response.get("usage") or {}
-        return cost_usd(response.get("model") or self._settings.model,
-                        int(usage.get("prompt_tokens") or 0),
-                        int(usage.get("completion_tokens") or 0))
+        price = price_for(self._settings.backend, response.get("model") or self._settings.model,
+                          self._settings.prices_per_mtok)
+        return charge(price, int(usage.get("prompt_tokens") or 0),
+                      int(usage.get("completion_tokens") or 0))
+
+    def estimate_of(self, response: dict[str, Any]) -> float | None:
+        return None
 
     def model_ids(self) -> list[str]:
         return [self._settings.model]

@@ -78,6 +78,10 @@ class GatewayHandle:
         """{optimizer: {phase: PhaseUsage}} so far (optionally one optimizer's only)."""
         return self.gateway.ledger.snapshot(optimizer)
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Token limits applied and request shapes downgraded so far (GET /diagnostics)."""
+        return self.gateway.diagnostics()
+
     def reset_usage(self, optimizer: str | None = None) -> None:
         self.gateway.ledger.reset(optimizer)
 
@@ -129,7 +133,8 @@ def start_gateway(
         write_session_meta(Path(journal_dir), settings)
     gateway = Gateway(responder, model=settings.model, token=token, knobs=knobs,
                       testing=testing, journal=journal,
-                      replay=None if replay is None else replay.index(), replay_mode=replay_mode)
+                      replay=None if replay is None else replay.index(), replay_mode=replay_mode,
+                      token_limits=settings.limits)
     try:
         with serve_in_thread(build_app(gateway), host=host, port=port,
                              health_headers={"Authorization": f"Bearer {token}"},

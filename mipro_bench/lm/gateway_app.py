@@ -29,6 +29,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from mipro_bench.lm.auth import TokenAuth
+from mipro_bench.lm.call_kind import call_kind, capped, is_truncated
 from mipro_bench.lm.fingerprint import request_fingerprint
 from mipro_bench.lm.journal import JournalEntry, JournalWriter
 from mipro_bench.lm.knobs import FaultInjector, Knobs, KnobsError
@@ -85,7 +86,8 @@ class Gateway:
     def __init__(self, responder: Responder, *, model: str, token: str,
                  knobs: Knobs | None = None, testing: bool = False,
                  journal: JournalWriter | None = None, replay: ReplayIndex | None = None,
-                 replay_mode: ReplayMode = "resume") -> None:
+                 replay_mode: ReplayMode = "resume",
+                 token_limits: dict[str, int] | None = None) -> None:
         if replay_mode not in REPLAY_MODES:
             raise ValueError(f"replay_mode must be one of {REPLAY_MODES} (got {replay_mode!r})")
         self.responder = responder
@@ -97,6 +99,9 @@ class Gateway:
         self.replay_mode: ReplayMode = replay_mode
         self.occurrences = Occurrences()
         self.ledger = UsageLedger()
+        # Completion-token limit per call kind (None: requests pass as sent).
+        self.token_limits = dict(token_limits) if token_limits else None
+        self.calls_capped: dict[str, int] = {}
         self.faults = FaultInjector(knobs)
         self._apply_policy_knobs(self.faults.knobs)
 
@@ -164,6 +169,13 @@ class Gateway:
             if knobs.latency_s:
                 await asyncio.sleep(knobs.latency_s)
             return self._injected_error(injected, knobs), Counted()
+        if self.token_limits:
+            kind = call_kind(body)
+            limit = self.token_limits.get(kind, self.token_limits.get("answer"))
+            if limit is not None:
+                body, lowered = capped(body, limit)
+                if lowered:
+                    self.calls_capped[kind] = self.calls_capped.get(kind, 0) + 1
         try:
             reply = await self.responder.complete(body)
         except InvalidChatRequest as exc:
@@ -181,12 +193,19 @@ class Gateway:
 
     def _replayed(self, entry: JournalEntry, optimizer: str, phase: str) -> Reply:
         """The recorded answer, counted as a replayed call (no responder, no knobs)."""
+        simulated = entry.response.get("system_fingerprint") == SIMULATED_FINGERPRINT
         if entry.ok:
+            from mipro_bench.lm.pricing import estimate_usd
+
+            estimate = estimate_usd(self.model, entry.input_tokens, entry.output_tokens) \
+                if simulated else None
             self.ledger.record_call(optimizer, phase, input_tokens=entry.input_tokens,
                                     output_tokens=entry.output_tokens,
-                                    cost_usd=entry.cost_usd, replayed=True)
+                                    cost_usd=entry.cost_usd, replayed=True,
+                                    cost_usd_estimate=estimate,
+                                    truncated=is_truncated(entry.response))
         headers = {"x-mipro-bench-replayed": "true"}
-        if entry.response.get("system_fingerprint") == SIMULATED_FINGERPRINT:
+        if simulated:
             headers["x-mipro-bench-simulated"] = "true"
         return Reply(entry.status, entry.response, headers)
 
@@ -246,8 +265,11 @@ class Gateway:
         input_tokens = _as_int(usage.get("prompt_tokens"))
         output_tokens = _as_int(usage.get("completion_tokens"))
         cost = self.responder.cost_of(reply.body)
+        estimate_of = getattr(self.responder, "estimate_of", None)
+        estimate = estimate_of(reply.body) if estimate_of is not None and cost is None else None
         self.ledger.record_call(optimizer, phase, input_tokens=input_tokens,
-                                output_tokens=output_tokens, cost_usd=cost)
+                                output_tokens=output_tokens, cost_usd=cost,
+                                cost_usd_estimate=estimate, truncated=is_truncated(reply.body))
         delay = knobs.latency_s + knobs.latency_per_output_token_s * output_tokens
         if delay > 0:
             await asyncio.sleep(delay)
@@ -261,6 +283,14 @@ class Gateway:
             {"id": m, "object": "model", "created": 0, "owned_by": owner}
             for m in self.responder.model_ids()
         ]})
+
+    def diagnostics(self) -> dict[str, Any]:
+        """What the gateway did to requests this session: the token limits it applied (and
+        how often it lowered a client's own), and the request shapes it downgraded because
+        the server rejected them (the forwarder's record; none for other responders)."""
+        downgrades = getattr(self.responder, "downgrades", None)
+        return {"token_limits": self.token_limits, "calls_capped": dict(self.calls_capped),
+                "request_downgrades": downgrades() if callable(downgrades) else []}
 
     def health(self) -> Response:
         return _json({"status": "ok", "simulated": self.responder.simulated,
@@ -287,6 +317,9 @@ def build_app(gateway: Gateway) -> TokenAuth:
 
     async def health(request: Request) -> Response:
         return gateway.health()
+
+    async def diagnostics(request: Request) -> Response:
+        return _json(gateway.diagnostics())
 
     async def usage(request: Request) -> Response:
         return _json(usage_to_json(gateway.ledger.snapshot(request.query_params.get("optimizer"))))
@@ -334,6 +367,7 @@ def build_app(gateway: Gateway) -> TokenAuth:
         Route("/s/{optimizer}/{phase}/v1/models", models, methods=["GET"]),
         Route("/health", health, methods=["GET"]),
         Route("/usage", usage, methods=["GET"]),
+        Route("/diagnostics", diagnostics, methods=["GET"]),
         Route("/usage/reset", usage_reset, methods=["POST"]),
         Route("/admin/knobs", knobs, methods=["GET", "POST"]),
     ]

@@ -14,7 +14,14 @@ from typing import Any
 
 from mipro_bench.errors import UserError
 from mipro_bench.lm.gateway import GatewayHandle, ServerStartError, start_gateway
-from mipro_bench.lm.settings import LMSettings, load_dotenv, resolve_lm_settings
+from mipro_bench.lm.settings import (
+    LMConfigError,
+    LMSettings,
+    load_dotenv,
+    parse_price,
+    parse_token_limits,
+    resolve_lm_settings,
+)
 
 
 class LMStartError(UserError, RuntimeError):
@@ -35,11 +42,29 @@ def served_local_model(lm: str | None, api_base: str | None, model: str) -> str:
         return model  # starting the server will say what is missing
 
 
-def resolve(lm: str | None, api_base: str | None, model: str) -> tuple[LMSettings, str]:
-    """The LM settings and their one-line description (a key in ./.env counts as set)."""
+def resolve(lm: str | None, api_base: str | None, model: str, *,
+            max_tokens: str | None = None, price_in: str | float | None = None,
+            price_out: str | float | None = None) -> tuple[LMSettings, str]:
+    """The LM settings and their one-line description (a key in ./.env counts as set).
+
+    `max_tokens` is the `--max-tokens` text (N or KIND=N,...), `price_in`/`price_out` the
+    `--price-in`/`--price-out` texts (USD per million tokens, both or neither): each bad
+    value is one line (LMConfigError, exit 2)."""
     load_dotenv()
-    return resolve_lm_settings(lm=lm, api_base=api_base,
-                               model=served_local_model(lm, api_base, model))
+    limits = parse_token_limits(max_tokens) if max_tokens is not None else None
+    prices = None
+    if price_in is not None or price_out is not None:
+        if price_in is None or price_out is None:
+            raise LMConfigError("give both --price-in and --price-out (USD per million "
+                                "input and output tokens), or neither")
+        prices = (parse_price(str(price_in), "--price-in"),
+                  parse_price(str(price_out), "--price-out"))
+    settings, line = resolve_lm_settings(lm=lm, api_base=api_base,
+                                         model=served_local_model(lm, api_base, model),
+                                         token_limits=limits, prices_per_mtok=prices)
+    if prices is not None:
+        line += f"; priced at ${prices[0]:g}/${prices[1]:g} per 1M input/output tokens (given)"
+    return settings, line
 
 
 @contextlib.contextmanager

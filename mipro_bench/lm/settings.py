@@ -18,6 +18,15 @@ from typing import Literal
 from mipro_bench.errors import UserError
 
 Backend = Literal["sim", "openai", "local", "compatible"]
+# What one LM call may generate, by what the call is for (the gateway tells them apart:
+# `mipro_bench.lm.call_kind`): a classification answer (a DSPy program's fields), a forced
+# tool call (the task app), an instruction proposal (DSPy's proposer, Synth's meta model),
+# a reflection (an optimizer reading its own traces). A small real model otherwise rambles
+# for thousands of tokens a call; a hosted one bills them.
+CallKind = Literal["answer", "tool_call", "proposer", "reflection"]
+CALL_KINDS: tuple[CallKind, ...] = ("answer", "tool_call", "proposer", "reflection")
+DEFAULT_TOKEN_LIMITS: dict[str, int] = {"answer": 256, "tool_call": 256, "proposer": 512,
+                                        "reflection": 1024}
 BACKENDS: tuple[Backend, ...] = ("sim", "openai", "local", "compatible")
 DEFAULT_MODEL = "gpt-4.1-nano"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -39,6 +48,20 @@ class LMSettings:
     max_retries: int = 4
     # The recording a replayed run answers from (no LM is called); None for live runs.
     replayed_from: str | None = None
+    # Completion-token limit per call kind (sorted (kind, limit) pairs; see CALL_KINDS).
+    token_limits: tuple[tuple[str, int], ...] = tuple(sorted(DEFAULT_TOKEN_LIMITS.items()))
+    # User-given USD per million tokens (input, output) for a server the price table does
+    # not cover; None: OpenAI's table for OpenAI's API, else unknown (null).
+    prices_per_mtok: tuple[float, float] | None = None
+
+    def limit_for(self, kind: str) -> int:
+        """The completion-token limit of a call of this kind."""
+        limits = dict(self.token_limits)
+        return limits.get(kind, limits.get("answer", self.max_tokens))
+
+    @property
+    def limits(self) -> dict[str, int]:
+        return dict(self.token_limits)
 
     @property
     def simulated(self) -> bool:
@@ -58,6 +81,50 @@ class LMSettings:
 
     def with_base_url(self, base_url: str) -> LMSettings:
         return replace(self, base_url=base_url)
+
+
+def parse_token_limits(text: str) -> dict[str, int]:
+    """`--max-tokens`: N (every kind) or KIND=N[,KIND=N...]; LMConfigError in one line."""
+    text = (text or "").strip()
+    kinds = ", ".join(CALL_KINDS)
+    if not text:
+        raise LMConfigError(f"--max-tokens needs N or KIND=N[,KIND=N] (kinds: {kinds})")
+
+    def count(value: str, what: str) -> int:
+        try:
+            n = int(value)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise LMConfigError(f"--max-tokens: {what} must be a whole number >= 1 "
+                                f"(got {value!r})")
+        return n
+
+    if "=" not in text:
+        n = count(text, "the limit")
+        return {kind: n for kind in CALL_KINDS}
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        kind, _, value = part.partition("=")
+        kind = kind.strip().replace("-", "_")
+        if kind not in CALL_KINDS:
+            raise LMConfigError(f"--max-tokens: unknown call kind {kind!r} (kinds: {kinds})")
+        out[kind] = count(value.strip(), kind)
+    return out
+
+
+def parse_price(text: str, flag: str) -> float:
+    """A price in USD per million tokens: a finite number >= 0, else one line."""
+    import math
+
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        raise LMConfigError(f"{flag} must be a number of USD per million tokens "
+                            f"(got {text!r})") from None
+    if not math.isfinite(value) or value < 0:
+        raise LMConfigError(f"{flag} must be >= 0 USD per million tokens (got {text!r})")
+    return value
 
 
 def load_dotenv(path: Path = Path(".env"), env: dict[str, str] | None = None) -> None:
@@ -90,9 +157,12 @@ def resolve_lm_settings(
     max_tokens: int = 256,
     timeout_s: float = 60.0,
     env: Mapping[str, str] | None = None,
+    token_limits: Mapping[str, int] | None = None,
+    prices_per_mtok: tuple[float, float] | None = None,
 ) -> tuple[LMSettings, str]:
     """Resolve the LM choice; returns the settings and the one line to print at start."""
     env = env if env is not None else os.environ
+    limits = {**DEFAULT_TOKEN_LIMITS, **(token_limits or {})}
     if lm is not None and lm not in ("sim", "openai", "local"):
         raise LMConfigError(f"--lm must be one of sim, openai, local (got {lm!r})")
     if not model.strip():
@@ -103,8 +173,9 @@ def resolve_lm_settings(
         # Otherwise every LM call fails mid-run (httpx: UnsupportedProtocol) behind a 502.
         raise LMConfigError(f"--api-base must be an http(s) URL, e.g. http://127.0.0.1:8000/v1 "
                             f"(got {api_base!r})")
-    common = {"model": model, "temperature": temperature, "max_tokens": max_tokens,
-              "timeout_s": timeout_s}
+    common = {"model": model, "temperature": temperature,
+              "max_tokens": max_tokens, "timeout_s": timeout_s,
+              "token_limits": tuple(sorted(limits.items())), "prices_per_mtok": prices_per_mtok}
     if lm == "sim" or (lm is None and not api_base and not env.get("OPENAI_API_KEY")):
         why = "--lm sim" if lm == "sim" else "no OPENAI_API_KEY and no --api-base"
         return (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mipro_bench.lm.pricing import estimate_usd
 from mipro_bench.lm.responders import SIMULATED_FINGERPRINT, InvalidChatRequest, Reply
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,12 @@ class SimResponder:
 
     def cost_of(self, response: dict[str, Any]) -> float | None:
         return None
+
+    def estimate_of(self, response: dict[str, Any]) -> float | None:
+        """What the call would have cost on the named model (an estimate, never a cost)."""
+        usage = response.get("usage") or {}
+        return estimate_usd(self._model, int(usage.get("prompt_tokens") or 0),
+                            int(usage.get("completion_tokens") or 0))
 
     def model_ids(self) -> list[str]:
         return [self._model]

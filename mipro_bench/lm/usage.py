@@ -30,6 +30,8 @@ class _Counter:
     cost_usd: float | None = None
     errors: int = 0
     replayed_calls: int = 0
+    cost_usd_estimate: float | None = None
+    truncated: int = 0
     # Server-side time: the sum of every request's handling time, and the wall time with at
     # least one request of this (optimizer, phase) in flight (the union of their intervals).
     seconds: float = 0.0
@@ -41,7 +43,8 @@ class _Counter:
         busy = self.busy_seconds + (now - self.busy_since if self.in_flight else 0.0)
         return PhaseUsage(self.calls, self.input_tokens, self.output_tokens, self.cost_usd,
                           self.errors, lm_seconds=round(self.seconds, 6),
-                          lm_busy_seconds=round(busy, 6), replayed_calls=self.replayed_calls)
+                          lm_busy_seconds=round(busy, 6), replayed_calls=self.replayed_calls,
+                          cost_usd_estimate=self.cost_usd_estimate, truncated=self.truncated)
 
 
 class UsageLedger:
@@ -62,10 +65,14 @@ class UsageLedger:
         return self._counts.setdefault(optimizer, {}).setdefault(phase, _Counter())
 
     def record_call(self, optimizer: str, phase: str, *, input_tokens: int, output_tokens: int,
-                    cost_usd: float | None, replayed: bool = False) -> None:
+                    cost_usd: float | None, replayed: bool = False,
+                    cost_usd_estimate: float | None = None, truncated: bool = False) -> None:
         with self._lock:
             c = self._counter(optimizer, phase)
             c.calls += 1
+            c.truncated += int(truncated)
+            if cost_usd_estimate is not None:
+                c.cost_usd_estimate = (c.cost_usd_estimate or 0.0) + cost_usd_estimate
             c.replayed_calls += int(replayed)
             c.input_tokens += input_tokens
             c.output_tokens += output_tokens
@@ -128,6 +135,8 @@ def usage_to_json(usage: Mapping[str, Mapping[str, PhaseUsage]]) -> dict[str, An
                 "lm_seconds": u.lm_seconds,
                 "lm_busy_seconds": u.lm_busy_seconds,
                 "replayed_calls": u.replayed_calls,
+                "cost_usd_estimate": u.cost_usd_estimate,
+                "truncated": u.truncated,
             }
             for phase, u in phases.items()
         }
@@ -151,6 +160,9 @@ def usage_from_json(data: Mapping[str, Any]) -> UsageMap:
                 lm_seconds=None if lm_s is None else float(lm_s),
                 lm_busy_seconds=None if busy_s is None else float(busy_s),
                 replayed_calls=int(u.get("replayed_calls", 0)),
+                cost_usd_estimate=None if u.get("cost_usd_estimate") is None
+                else float(u["cost_usd_estimate"]),
+                truncated=int(u.get("truncated", 0)),
             )
     return out
 

@@ -107,7 +107,9 @@ class GepaOptions(OptionsBase):
     max_merge_invocations: int = 5
     # None: the session's model (the fairness rule: one model on every side).
     reflection_model: str | None = None
-    reflection_max_tokens: int | None = None  # None: the session's max_tokens
+    # None: the session's reflection limit (--max-tokens reflection=N; the gateway caps every
+    # reflection call at that limit whatever this says)
+    reflection_max_tokens: int | None = None
     num_retries: int = 2
     quiet: bool = True
 
@@ -384,8 +386,9 @@ class DSPyGEPA:
         task_lm.callbacks = [task_counter]
         reflection_lm = dspy_lm(request, "optimize", num_retries=o.num_retries,
                                 model=o.reflection_model)
-        if o.reflection_max_tokens is not None:
-            reflection_lm.kwargs["max_tokens"] = o.reflection_max_tokens
+        reflection_lm.kwargs["max_tokens"] = (
+            o.reflection_max_tokens if o.reflection_max_tokens is not None
+            else request.lm.settings.limit_for("reflection"))
         reflection_lm.callbacks = [reflection_counter]
         student = build_program(labels, BASELINE_PROMPT, o.module, o.output_type)
         student.set_lm(task_lm)

@@ -442,7 +442,8 @@ class DSPyMIPROv2:
         student = build_program(labels, BASELINE_PROMPT, o.module, o.output_type)
         task_lm = dspy_lm(request, "optimize", num_retries=o.num_retries)
         prompt_lm = dspy_lm(request, "optimize", num_retries=o.num_retries,
-                            model=o.prompt_model)
+                            model=o.prompt_model,
+                            max_tokens=request.lm.settings.limit_for("proposer"))
         probe = request.read_usage
 
         optimizer_cls = _mipro_class()

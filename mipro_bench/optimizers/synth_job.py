@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest, UsageError
@@ -33,6 +33,7 @@ from mipro_bench.optimizers.synth_mipro import (
     outcome_from,
     quiet_unknown_fields,
     sdk_environment,
+    sdk_model_for,
 )
 
 if TYPE_CHECKING:
@@ -54,6 +55,30 @@ def backend_url_for(opt: SynthMIPRO, kind: Literal["local", "hosted"]) -> str | 
     return None
 
 
+def is_loopback_url(url: str | None) -> bool:
+    """A backend on this machine (127.0.0.0/8, ::1 or localhost): reachable without a tunnel."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if not url:
+        return False
+    host = (urlsplit(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def tunnel_backend_name(kind: Literal["local", "hosted"], backend_url: str | None) -> str:
+    """Which synth-ai tunnel the task app needs: Localhost for the local backend and for any
+    backend on this machine (Synth's own backend run locally, the earlier `--local`),
+    a Cloudflare lease only for a remote hosted one."""
+    return "Localhost" if kind == "local" or is_loopback_url(backend_url) \
+        else "CloudflareManagedLease"
+
+
 def check_backend_reachable(url: str, api_key: str, timeout_s: float = 10.0) -> None:
     """UsageError in one line unless the backend answers HTTP at all."""
     import httpx
@@ -69,14 +94,16 @@ def check_backend_reachable(url: str, api_key: str, timeout_s: float = 10.0) -> 
 @contextlib.contextmanager
 def open_tunnel(port: int, kind: Literal["local", "hosted"], *, env_api_key: str,
                 api_key: str | None, backend_url: str | None) -> Iterator[str]:
-    """The public URL of the task app: Localhost offline, a Cloudflare lease when hosted."""
+    """The public URL of the task app: Localhost for a backend on this machine, a
+    Cloudflare lease for the remote hosted one (`tunnel_backend_name`)."""
     from synth_ai.core.tunnels import TunnelBackend, TunneledLocalAPI
 
-    backend = TunnelBackend.Localhost if kind == "local" else TunnelBackend.CloudflareManagedLease
+    backend = TunnelBackend[tunnel_backend_name(kind, backend_url)]
+    remote = backend is not TunnelBackend.Localhost
     try:
         tunnel = asyncio.run(TunneledLocalAPI.create(
             port, backend=backend, api_key=api_key, env_api_key=env_api_key,
-            backend_url=backend_url if kind == "hosted" else None))
+            backend_url=backend_url if remote else None))
     except Exception as exc:
         raise SynthJobFailed(f"could not open a {backend.name} tunnel to the task app: "
                              f"{one_line(exc)}") from None
@@ -86,6 +113,30 @@ def open_tunnel(port: int, kind: Literal["local", "hosted"], *, env_api_key: str
     finally:
         with contextlib.suppress(Exception):
             tunnel.close()
+
+
+def json_fetcher(backend_url: str, api_key: str, timeout_s: float = 30.0
+                 ) -> Callable[[str], dict[str, Any] | None]:
+    """GET backend_url + path (Bearer key) -> its JSON object, or None (any error, non-200):
+    how the adapter reads a job's other payloads (canonical route, system state)."""
+    import httpx
+
+    def fetch(path: str) -> dict[str, Any] | None:
+        try:
+            response = httpx.get(f"{backend_url}{path}", timeout=timeout_s,
+                                 headers={"Authorization": f"Bearer {api_key}"},
+                                 trust_env=not is_loopback_url(backend_url))
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            data = response.json()
+        except ValueError:
+            return None
+        return data if isinstance(data, dict) else None
+
+    return fetch
 
 
 def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float) -> Any:
@@ -136,10 +187,14 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             backend_url, api_key = local.url, local.api_key
         else:
             backend_url, api_key = external, synth_key or ""
+        model = request.lm.settings.model
+        sdk_model = sdk_model_for(model, kind)
         config = job_config(
-            request.splits, task_app_url=public_url, model=request.lm.settings.model,
+            request.splits, task_app_url=public_url, model=model,
             job=settings, temperature=request.lm.settings.temperature,
-            max_tokens=request.lm.settings.max_tokens,
+            max_tokens=request.lm.settings.limit_for("tool_call"),
+            proposer_max_tokens=request.lm.settings.limit_for("proposer"),
+            sdk_model=sdk_model,
             policy_inference_url=optimize_url if kind == "local" else None,
             proposer_inference_url=optimize_url if kind == "local" else None,
             inference_api_key=request.lm.api_key if kind == "local" else None,
@@ -164,7 +219,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                         backend_url, api_key, job_id, request.splits,
                         rollouts=settings.rollouts, model=request.lm.settings.model,
                         temperature=request.lm.settings.temperature,
-                        max_tokens=request.lm.settings.max_tokens, seed=settings.seed,
+                        max_tokens=request.lm.settings.limit_for("tool_call"),
+                        seed=settings.seed,
                         pool=config["prompt_learning"]["mipro"]["online_pool"],
                         concurrency=settings.max_concurrent,
                         timeout_s=opt.options.rollout_timeout_s)
@@ -184,9 +240,12 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             raise SynthJobFailed(f"Synth job {job_id} {result.status.value}: "
                                  f"{result.error or 'no error given'}")
         extra = {"mipro_mode": settings.mode, "task_app_url": public_url,
+                 "sdk_model": sdk_model or model,
+                 "tunnel": tunnel_backend_name(kind, external),
                  "backend_url": backend_url, "settings": dict(settings.__dict__),
                  "sdk_unknown_fields": sorted(set(unknown_fields))}
         if online:
             extra["online"] = online
         return outcome_from(result, backend="local" if kind == "local" else "hosted",
-                            job_id=job_id, extra=extra)
+                            job_id=job_id, extra=extra, fetch=json_fetcher(backend_url, api_key),
+                            system_id=online.get("system_id"))

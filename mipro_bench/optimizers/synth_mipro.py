@@ -25,7 +25,7 @@ import os
 import re
 import secrets
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -50,6 +50,13 @@ JOB_SPLIT = "trainval"
 DEFAULT_ROLLOUTS = 100  # the earlier script's --rollouts default
 ONLINE_GROUNDING_FRACTION = 0.5
 SDK_ENV = ("ENVIRONMENT_API_KEY", "DEV_ENVIRONMENT_API_KEY", "SYNTH_LOCALAPI_AUTH_PERSIST")
+# What synth-ai 0.7.3's client-side check accepts for an openai policy model (text models;
+# `sdk_accepts_model` asks the SDK itself). The hosted backend really runs that model; the
+# local backend only ever sends the model to the suite's gateway, so there the SDK is told
+# STAND_IN_MODEL while the real name travels in `mipro.policy_model` (a local-only field).
+SDK_OPENAI_MODELS = ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano",
+                     "gpt-5", "gpt-5-mini", "gpt-5-nano")
+STAND_IN_MODEL = "gpt-4.1-nano"
 
 BackendKind = Literal["auto", "local", "hosted"]
 MiproMode = Literal["offline", "online"]
@@ -92,6 +99,8 @@ def job_config(
     inference_api_key: str | None = None,
     temperature: float = 0.0,
     max_tokens: int = 256,
+    proposer_max_tokens: int = 512,
+    sdk_model: str | None = None,
 ) -> dict[str, Any]:
     """The `prompt_learning` table the SDK validates and submits.
 
@@ -100,6 +109,11 @@ def job_config(
     interceptor send LM calls: this case's gateway scope, phase optimize), and
     `inference_api_key` the key those URLs want (the gateway's per-run token); all
     three are left out for the hosted backend, which runs its own inference.
+    `sdk_model` is given for the local backend only: the name `policy.model` shows the SDK
+    (`sdk_model_for`); the real model then also travels in `mipro.policy_model`, which only
+    the local backend reads, and is what every LM call names. The local backend reads the
+    proposer's model from `proposer.model`, so `meta_model` (which the SDK checks against
+    its list) is only sent to the hosted backend.
     """
     n_train, n_val = len(splits.train), len(splits.val)
     # Offline, proposals are grounded on the whole train split by default and each
@@ -122,7 +136,7 @@ def job_config(
         "model": job.proposer_model or model,
         "provider": "openai",
         "temperature": job.proposer_temperature,
-        "max_tokens": 512,
+        "max_tokens": proposer_max_tokens,
         "examples_per_proposal": job.examples_per_proposal,
     }
     mipro: dict[str, Any] = {
@@ -143,9 +157,11 @@ def job_config(
         "num_evaluations_per_iteration": 1,
         "proposer": proposer,
     }
-    if job.proposer_model:  # the SDK refuses nano meta models; only set when chosen
-        mipro["meta_model"] = job.proposer_model
+    if job.proposer_model and sdk_model is None:  # hosted only, and only when chosen (the
+        mipro["meta_model"] = job.proposer_model  # SDK refuses nano meta models)
         mipro["meta_model_provider"] = "openai"
+    if sdk_model is not None:
+        mipro["policy_model"] = model
     if proposer_inference_url:
         proposer["inference_url"] = proposer_inference_url
     if policy_inference_url:
@@ -159,7 +175,7 @@ def job_config(
             "task_app_id": TASK_APP_ID,
             "initial_prompt": initial_prompt(splits.labels),
             "policy": {
-                "model": model,
+                "model": sdk_model or model,
                 "provider": "openai",
                 "inference_mode": "synth_hosted",
                 "temperature": temperature,
@@ -175,16 +191,155 @@ def job_config(
 
 
 def system_instruction(best_prompt: Any) -> str | None:
-    """The system message of a Synth prompt (a string, or a pattern with messages)."""
-    if isinstance(best_prompt, str) and best_prompt.strip():
-        return best_prompt
-    if isinstance(best_prompt, Mapping):
-        for message in best_prompt.get("messages") or ():
+    """The system message of a Synth prompt: a string, a pattern (`messages` with `pattern` or
+    `content`, or `sections`, or `text_replacements`), or a candidate naming its text
+    (`instruction`, `instruction_text`, `prompt_text`, `text`, `system_prompt`), possibly
+    nested under `prompt`/`pattern`/`object`/`candidate`."""
+    if isinstance(best_prompt, str):
+        return best_prompt if best_prompt.strip() else None
+    if not isinstance(best_prompt, Mapping):
+        return None
+    for key, text_keys in (("messages", ("pattern", "content")),
+                           ("sections", ("content", "pattern"))):
+        for message in best_prompt.get(key) or ():
             if isinstance(message, Mapping) and message.get("role") == "system":
-                text = message.get("pattern") or message.get("content")
-                if isinstance(text, str) and text.strip():
-                    return text
+                for text_key in text_keys:
+                    text = message.get(text_key)
+                    if isinstance(text, str) and text.strip():
+                        return text
+    for replacement in best_prompt.get("text_replacements") or ():
+        if isinstance(replacement, Mapping) and replacement.get("apply_to_role") == "system":
+            text = replacement.get("new_text")
+            if isinstance(text, str) and text.strip():
+                return text
+    for key in ("instruction", "instruction_text", "prompt_text", "text", "system_prompt"):
+        text = best_prompt.get(key)
+        if isinstance(text, str) and text.strip():
+            return text
+    for key in ("prompt", "pattern", "object", "candidate"):
+        nested = best_prompt.get(key)
+        if isinstance(nested, Mapping):
+            text = system_instruction(nested)
+            if text:
+                return text
     return None
+
+
+# Where a hosted job view may carry its result, in the order synth-ai's later SDK releases
+# prefer them (their prompt-learning client merges top level, `metadata`, `job_metadata`):
+# the prompt as `best_candidate` else `best_prompt`, the score as `best_reward` else
+# `best_score`. `best_instruction` (the local backend's) is deliberately not among them.
+PROMPT_KEYS = ("best_candidate", "best_prompt")
+SCORE_KEYS = ("best_reward", "best_score")
+CONTAINERS = ("", "metadata", "job_metadata")
+PL = "/api/prompt-learning/online"
+
+
+def _containers(payload: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for name in CONTAINERS:
+        part = payload if not name else payload.get(name)
+        if isinstance(part, Mapping):
+            yield name, part
+
+
+def prompt_in(payload: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(instruction, where) of the first hosted prompt field in a job view, e.g.
+    ("...", "metadata.best_prompt")."""
+    for name, part in _containers(payload):
+        for key in PROMPT_KEYS:
+            text = system_instruction(part.get(key))
+            if text:
+                return text, f"{name}.{key}" if name else key
+    return None
+
+
+def score_in(payload: Mapping[str, Any]) -> tuple[float, str] | None:
+    for name, part in _containers(payload):
+        for key in SCORE_KEYS:
+            value = part.get(key)
+            if isinstance(value, int | float) and not isinstance(value, bool) \
+                    and math.isfinite(value):
+                return float(value), f"{name}.{key}" if name else key
+    return None
+
+
+def system_id_in(payload: Mapping[str, Any]) -> str | None:
+    for _name, part in _containers(payload):
+        for key in ("mipro_system_id", "system_id"):
+            value = part.get(key)
+            if isinstance(value, str) and value:
+                return value
+    return None
+
+
+def state_prompt(state: Mapping[str, Any]) -> str | None:
+    """The best candidate's instruction in a MIPRO system state
+    (`best_candidate_id` + `candidates`, a map by id or a list with `candidate_id`)."""
+    best = state.get("best_candidate_id")
+    candidates = state.get("candidates")
+    if not best or candidates is None:
+        return None
+    if isinstance(candidates, Mapping):
+        chosen = candidates.get(best)
+    else:
+        chosen = next((c for c in candidates if isinstance(c, Mapping)
+                       and (c.get("candidate_id") or c.get("id")) == best), None)
+    return system_instruction(chosen)
+
+
+Fetch = Callable[[str], "Mapping[str, Any] | None"]
+
+
+@dataclass(frozen=True)
+class HostedResult:
+    """The result read from a job's payloads: the instruction, the score, and where each was
+    found (`shape`: field path; `route`: which payload)."""
+
+    instruction: str | None
+    score: float | None
+    shape: str | None
+    score_field: str | None
+    route: str | None
+
+
+def read_hosted_result(job_id: str, polled: Mapping[str, Any], fetch: Fetch | None = None,
+                       system_id: str | None = None) -> HostedResult:
+    """Find the best prompt and score in every payload shape the hosted backend sends, in
+    order: the SDK's poll (legacy route), the canonical `/api/jobs/{id}`, the legacy
+    prompt-learning route with metadata, then the MIPRO system state."""
+    payloads: list[tuple[str, Mapping[str, Any]]] = [("poll", polled)]
+    routes = (("canonical", f"/api/jobs/{job_id}"),
+              ("legacy", f"{PL}/jobs/{job_id}?include_metadata=true"))
+
+    def first_prompt() -> tuple[tuple[str, str], str] | None:
+        for route, payload in payloads:
+            found = prompt_in(payload)
+            if found:
+                return found, route
+        return None
+
+    found = first_prompt()
+    for route, path in routes:
+        if found or fetch is None:
+            break
+        payload = fetch(path)
+        if isinstance(payload, Mapping):
+            payloads.append((route, payload))
+            found = first_prompt()
+    scored = next(((s, r) for r, p in payloads if (s := score_in(p))), None)
+    score, score_field = (scored[0][0], scored[0][1]) if scored else (None, None)
+    if found:
+        (text, shape), route = found
+        return HostedResult(text, score, shape, score_field, route)
+    system_id = system_id or next((sid for _r, p in payloads if (sid := system_id_in(p))), None)
+    if system_id and fetch is not None:
+        state = fetch(f"{PL}/mipro/systems/{system_id}/state")
+        if isinstance(state, Mapping):
+            text = state_prompt(state)
+            if text:
+                return HostedResult(text, score, "system_state.candidates[best_candidate_id]",
+                                    score_field, "system_state")
+    return HostedResult(None, score, None, score_field, None)
 
 
 def trajectory_from(raw: Mapping[str, Any]) -> tuple[TrajectoryPoint, ...]:
@@ -201,15 +356,23 @@ def trajectory_from(raw: Mapping[str, Any]) -> tuple[TrajectoryPoint, ...]:
     return tuple(points)
 
 
-def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any]
-                 ) -> OptimizeOutcome:
-    """Map the SDK's PolicyOptimizationResult (and its raw job view) to an outcome."""
-    raw: Mapping[str, Any] = result.raw or {}
-    instruction = raw.get("best_instruction") or system_instruction(result.best_prompt)
-    if not instruction:
-        raise SynthJobFailed(f"Synth job {job_id} succeeded without a best prompt")
+def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any],
+                 fetch: Fetch | None = None, system_id: str | None = None) -> OptimizeOutcome:
+    """Map the SDK's PolicyOptimizationResult (and the job's other payloads, via `fetch`:
+    path -> JSON) to an outcome. The instruction and score come only from hosted payload
+    shapes (`read_hosted_result`); the local backend's own fields only enrich details."""
+    raw: Mapping[str, Any] = dict(result.raw or {})
+    if result.best_prompt is not None and "best_prompt" not in raw:
+        raw = {**raw, "best_prompt": result.best_prompt}
+    if result.best_score is not None and not any(k in raw for k in SCORE_KEYS):
+        raw = {**raw, "best_score": result.best_score}
+    found = read_hosted_result(job_id, raw, fetch, system_id)
+    if not found.instruction:
+        raise SynthJobFailed(f"Synth job {job_id} succeeded without a best prompt (looked in "
+                             f"{', '.join(PROMPT_KEYS)} at the top level, metadata and "
+                             "job_metadata, /api/jobs/{id}, and the MIPRO system state)")
     best_full = raw.get("best_full_score")
-    score = result.best_score
+    score = found.score
     kind = raw.get("score_kind") or ("val" if best_full is not None else "minibatch")
     details = {
         "synth": {
@@ -217,6 +380,9 @@ def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any
             "backend": backend,
             "status": result.status.value,
             "best_score": score,
+            "payload_shape": found.shape,
+            "payload_route": found.route,
+            "score_field": found.score_field,
             "best_full_score": best_full,
             "best_minibatch_score": raw.get("best_minibatch_score"),
             "score_kind": kind,
@@ -233,8 +399,8 @@ def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any
         }
     }
     return OptimizeOutcome(
-        prompt=OptimizedPrompt(instruction=instruction, demos=()),
-        best_val_score=None if score is None else float(score),
+        prompt=OptimizedPrompt(instruction=found.instruction, demos=()),
+        best_val_score=score,
         trajectory=trajectory_from(raw),
         backend=backend,
         details=details,
@@ -360,13 +526,16 @@ class SynthMIPRO:
     def check(self, request: OptimizeRequest) -> None:
         """Refuse what cannot run, before any LM call (the runner calls this first).
 
-        Besides the static checks this validates the job config with the SDK's own
-        validator (an unsupported model is one line here, not a failure after the
-        baseline evaluation) and, for a remote backend, that it answers at all.
+        Besides the static checks this refuses a model the hosted backend does not offer
+        (the local backend serves any model), validates the job config with the SDK's own
+        validator (one line here, not a failure after the baseline evaluation) and, for a
+        remote backend, that it answers at all.
         """
         self._check_static(request)
-        validate_with_sdk(self.job_settings(request), request)
         kind = self.resolved_backend()
+        if kind == "hosted":
+            check_hosted_model(request.lm.settings.model)
+        validate_with_sdk(self.job_settings(request), request, kind)
         if kind == "hosted" or self.options.backend_url:
             from mipro_bench.optimizers.synth_job import backend_url_for, check_backend_reachable
 
@@ -437,15 +606,42 @@ class SynthMIPRO:
         return {"retry": RetryPolicy(max_attempts=self.options.lm_max_attempts)}
 
 
-def validate_with_sdk(settings: JobSettings, request: OptimizeRequest) -> None:
-    """Run synth-ai's own config validator (what `submit()` runs) on this case's config."""
+def sdk_accepts_model(model: str) -> bool:
+    """Whether synth-ai's client-side check takes `model` as an openai policy model."""
+    from synth_ai.sdk.optimization.internal.validators import _validate_model_for_provider
+
+    return not _validate_model_for_provider(model, "openai", "policy.model", allow_nano=True)
+
+
+def sdk_model_for(model: str, kind: Literal["local", "hosted"]) -> str | None:
+    """What `policy.model` tells the SDK: None for the hosted backend (the real model, which
+    `check` has already refused when the hosted API does not offer it); for the local
+    backend the real model when the SDK takes it, else STAND_IN_MODEL."""
+    if kind == "hosted":
+        return None
+    return model if sdk_accepts_model(model) else STAND_IN_MODEL
+
+
+def check_hosted_model(model: str) -> None:
+    """UsageError (one line) unless the hosted Synth backend offers `model`."""
+    if not sdk_accepts_model(model):
+        raise UsageError(f"the hosted Synth backend does not offer model {model!r}; it accepts "
+                         f"{', '.join(SDK_OPENAI_MODELS)} (use --synth-backend local for any "
+                         "other model: the local backend serves it through the gateway)")
+
+
+def validate_with_sdk(settings: JobSettings, request: OptimizeRequest,
+                      kind: Literal["local", "hosted"] = "local") -> None:
+    """Run synth-ai's own config validator (what `submit()` runs) on this case's config,
+    as it will be sent (with the stand-in model for the local backend)."""
     from pathlib import Path
 
     import click
     from synth_ai.sdk.optimization.internal.validators import validate_prompt_learning_config
 
+    model = request.lm.settings.model
     config = job_config(request.splits, task_app_url="http://127.0.0.1:8015",
-                        model=request.lm.settings.model, job=settings)
+                        model=model, job=settings, sdk_model=sdk_model_for(model, kind))
     try:
         with quiet_unknown_fields():
             validate_prompt_learning_config(config, Path("<mipro-bench synth_mipro>"))

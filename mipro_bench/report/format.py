@@ -154,10 +154,15 @@ def tokens(usage: dict[str, UsageSummary], missing: str = "-", sep: str = " / ")
     return text
 
 
-def cost(value: float | None, row_measured: bool = True, missing: str = "-") -> str:
+def cost(value: float | None, row_measured: bool = True, missing: str = "-",
+         estimate: float | None = None) -> str:
+    """A real cost, else a labelled estimate (simulated runs: the named model's price),
+    else "unknown" (a server with no price)."""
     if not row_measured:
         return missing
-    return "unknown" if value is None else f"${value:,.4f}"
+    if value is None:
+        return "unknown" if estimate is None else f"${estimate:,.4f} est."
+    return f"${value:,.4f}"
 
 
 def seconds(summary: SeedSummary | None, missing: str = "-", sep: str = " ") -> str:

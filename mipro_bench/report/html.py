@@ -72,7 +72,7 @@ def _row_view(row: Row) -> dict[str, Any]:
         "budget": fmt.budget(row.budget, MISSING),
         "calls": fmt.calls_by_phase(row.usage, MISSING, row.optimize_calls_by_role),
         "tokens": fmt.tokens(row.usage, MISSING),
-        "cost": fmt.cost(row.cost_usd, measured, MISSING),
+        "cost": fmt.cost(row.cost_usd, measured, MISSING, row.cost_usd_estimate),
         "time": fmt.seconds(row.elapsed_seconds, MISSING, sep="\n"),
     }
 

@@ -113,7 +113,8 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
         [[r.optimizer, r.mode, r.model, fmt.budget(r.budget, MISSING),
           fmt.calls_by_phase(r.usage, MISSING, r.optimize_calls_by_role),
           fmt.tokens(r.usage, MISSING),
-          fmt.cost(r.cost_usd, r.kind == "measured" and r.n_succeeded > 0, MISSING),
+          fmt.cost(r.cost_usd, r.kind == "measured" and r.n_succeeded > 0, MISSING,
+                   r.cost_usd_estimate),
           fmt.seconds(r.elapsed_seconds, MISSING)]
          for r in comparison.rows],
     )

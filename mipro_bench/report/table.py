@@ -209,7 +209,8 @@ def _budget_table(comparison: Comparison, style: box.Box) -> Table:
         table.add_row(
             row.optimizer, _case(row), fmt.budget(row.budget), fmt.calls_by_phase(
                 row.usage, optimize_by_role=row.optimize_calls_by_role, role_sep="\n"),
-            fmt.tokens(row.usage, sep="\n"), fmt.cost(row.cost_usd, measured),
+            fmt.tokens(row.usage, sep="\n"), fmt.cost(row.cost_usd, measured,
+                                                        estimate=row.cost_usd_estimate),
             fmt.seconds(row.elapsed_seconds, sep="\n"),
         )
     return table

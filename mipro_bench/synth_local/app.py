@@ -46,6 +46,7 @@ from mipro_bench.synth_local.interceptor import (
 from mipro_bench.synth_local.jobs import Job, JobStore
 from mipro_bench.synth_local.mipro import JobContext, JobFailed, run_offline_job
 from mipro_bench.synth_local.online import READY_TIMEOUT_S, OnlineError, OnlineSystem
+from mipro_bench.synth_local.shapes import SYSTEM_PREFIX, offline_state, shaped_view
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class BackendSettings:
     lm_api_key: str | None = None
     # How task apps reach this backend; default: the URL the job was submitted to.
     public_url: str | None = None
+    # Which payload shape job views answer in (mipro_bench.synth_local.shapes): "local",
+    # or one of the hosted backend's shapes, to test clients against each.
+    answer_shape: str = "local"
 
 
 @dataclass
@@ -246,7 +250,8 @@ def _jobs_router() -> APIRouter:
         async def get_job(job_id: str, request: Request) -> Any:
             job = _job_for(request, job_id)
             include = _bool_param(request.query_params.get("include_metadata"))
-            return job.view(include_metadata=include)
+            shape = _state(request).settings.answer_shape
+            return shaped_view(job.view(include_metadata=include or shape != "local"), shape)
 
         @router.get(f"{base}/jobs/{{job_id}}/events", name=f"events-{prefix}")
         async def job_events(job_id: str, request: Request) -> Any:
@@ -284,8 +289,19 @@ def _jobs_router() -> APIRouter:
 
         @router.get(f"{base}/mipro/systems/{{system_id}}/state", name=f"state-{prefix}")
         async def system_state(system_id: str, request: Request) -> Any:
+            if system_id.startswith(SYSTEM_PREFIX) and system_id not in _state(request).systems:
+                job = _job_for(request, system_id.removeprefix(SYSTEM_PREFIX))
+                if job.status == "succeeded":
+                    return offline_state(job.id, job.result)
             system = _system_for(request, system_id)
             return system.state()
+
+    @router.get("/api/jobs/{job_id}", name="get-canonical")
+    async def get_job_canonical(job_id: str, request: Request) -> Any:
+        """The canonical job route (later hosted releases), beside the legacy ones."""
+        job = _job_for(request, job_id)
+        return shaped_view(job.view(include_metadata=True),
+                           _state(request).settings.answer_shape, canonical=True)
 
     return router
 

@@ -12,7 +12,8 @@ Keys read from `prompt_learning` (Synth's names where Synth has one):
   batch_size, num_candidates|max_instructions, proposal_rounds, num_full_evals,
   full_eval_every_k, max_concurrent, seed, meta_model, proposer{mode, model,
   inference_url, temperature, max_tokens, examples_per_proposal},
-  policy_inference_url, inference_api_key, rollout_timeout_s}.
+  policy_inference_url, inference_api_key, rollout_timeout_s, policy_model}.
+`policy_model` (the real model when policy.model is the SDK's stand-in),
 `rollout_budget`, `proposal_rounds`, `num_full_evals`, `policy_inference_url`,
 `inference_api_key` (the key for the config's inference URLs, e.g. the LM
 gateway's per-run token; never stored with the job), `rollout_timeout_s` and
@@ -194,7 +195,9 @@ def parse_job_config(section: Mapping[str, Any]) -> MiproJobConfig:
     num_candidates = _int(mipro.get("num_candidates", mipro.get("max_instructions")),
                           f"{p}.num_candidates", default=DEFAULT_NUM_CANDIDATES, low=0,
                           high=100)
-    model = _str(policy.get("model"), "prompt_learning.policy.model")
+    # mipro.policy_model (local-only) names the real model when the SDK had to be shown a
+    # stand-in in policy.model (its client-side list); every LM call uses the real one.
+    model = _str(mipro.get("policy_model", policy.get("model")), "prompt_learning.policy.model")
     meta_model = mipro.get("meta_model")
     return MiproJobConfig(
         task_app_url=_url(section.get("task_app_url"), "prompt_learning.task_app_url",

@@ -38,10 +38,18 @@ def start_local_backend(
     host: str = "127.0.0.1",
     port: int = 0,
     log_level: str = "warning",
+    answer_shape: str = "local",
 ) -> Iterator[LocalBackend]:
+    """`answer_shape`: the payload shape job views answer in (synth_local.shapes)."""
+    from mipro_bench.synth_local.shapes import ANSWER_SHAPES
+
+    if answer_shape not in ANSWER_SHAPES:
+        raise ValueError(f"answer_shape must be one of {', '.join(ANSWER_SHAPES)} "
+                         f"(got {answer_shape!r})")
     key = api_key or new_api_key()
     settings = BackendSettings(api_keys=(key,), default_env_api_key=default_env_api_key,
-                               lm_base_url=lm_base_url, lm_api_key=lm_api_key)
+                               lm_base_url=lm_base_url, lm_api_key=lm_api_key,
+                               answer_shape=answer_shape)
     app = create_app(settings)
     with serve_in_thread(app, host=host, port=port, health_path="/health",
                          name="local-synth-backend", log_level=log_level) as server:
