@@ -53,6 +53,8 @@ class Decision:
     label: str
     score: float
     matched: tuple[str, ...]  # the query terms that supported the label, for "reasoning"
+    runner_up: str | None = None  # the second-best label (what a torn model also names)
+    runner_score: float = 0.0
 
 
 class LabelIndex:
@@ -117,7 +119,13 @@ class LabelIndex:
                 t for t in query_terms if any(i == best for i, _ in self.postings.get(t, ()))
             )
         )
-        return Decision(self.labels[best], scores[best], matched)
+        runner = max((i for i in range(len(scores)) if i != best), key=scores.__getitem__,
+                     default=None)
+        return Decision(
+            self.labels[best], scores[best], matched,
+            None if runner is None else self.labels[runner],
+            0.0 if runner is None else scores[runner],
+        )
 
 
 @lru_cache(maxsize=512)
