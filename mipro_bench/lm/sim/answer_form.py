@@ -7,8 +7,10 @@ Unless the prompt pins the format, part of its answers drift from the label set:
 - two intents when the model is torn between the best and the second-best label
   (their scores within AMBIGUITY of each other): "card_arrival or
   card_delivery_estimate", refused by the rule (it names two intents);
-- the label in words, Title Case ("Card Arrival"): the rule's case- and
-  separator-insensitive step parses it (so a case-sensitive rule would not).
+- the label re-cased, as Title Case words ("Card Arrival") or as an upper-case
+  constant ("CARD_ARRIVAL"), half each: the rule's case- and separator-insensitive
+  step parses both (a case-sensitive rule would lose the constants outright and keep
+  most Title Case only through its fuzzy step).
 What pins the format, all read from the request only:
 - the instruction saying so (`pins_format`: "respond with only the intent name,
   spelled exactly as listed", "verbatim", "no other text", ...; a tool schema's or
@@ -31,7 +33,7 @@ from functools import lru_cache
 from mipro_bench.lm.sim.classifier import Decision
 
 PROSE_RATE = 0.25  # unparseable paraphrase, unpinned and without demos
-CASE_RATE = 0.20  # Title Case words, parseable
+CASE_RATE = 0.20  # Title Case words or UPPER_CASE, parseable
 AMBIGUITY = 0.95  # runner-up score >= AMBIGUITY * best score: a torn model names both
 PINNED_PROSE_FACTOR = 0.4
 DEMO_FACTOR = 0.5
@@ -88,8 +90,10 @@ def answer_text(decision: Decision, query: str, *, pinned: bool, demos: int) -> 
     )
     if torn:
         return f"{decision.label} or {decision.runner_up}"
-    if u_form < prose + case:
+    if u_form < prose + case / 2:
         return title_case(decision.label)
+    if u_form < prose + case:
+        return decision.label.upper()
     return decision.label
 
 
