@@ -49,8 +49,14 @@ def tool_intent(response: dict, index: int = 0) -> str | None:
     return intent_from_tool_arguments(call["function"]["arguments"])
 
 
+def evidence_lm(**kwargs) -> SimulatedLM:
+    """The policy with format drift off: these tests are about which label it picks (the
+    drift is answer_form.py's and tests/test_sim_policy_drift.py's)."""
+    return SimulatedLM(format_drift=False, **kwargs)
+
+
 def classify(query: str, instruction: str = BASELINE_INSTRUCTION, lm: SimulatedLM | None = None):
-    return tool_intent((lm or SimulatedLM()).complete(task_app_body(query, instruction)))
+    return tool_intent((lm or evidence_lm()).complete(task_app_body(query, instruction)))
 
 
 # --- the task app's call -------------------------------------------------------------------
@@ -97,7 +103,7 @@ def test_a_label_list_in_the_user_message_alone_is_enough() -> None:
         ],
         "temperature": 0,
     }
-    assert SimulatedLM().complete(body)["choices"][0]["message"]["content"] == "farewell"
+    assert evidence_lm().complete(body)["choices"][0]["message"]["content"] == "farewell"
 
 
 def test_demo_lines_in_a_tool_less_prompt_are_not_mistaken_for_the_label_list() -> None:
@@ -117,7 +123,7 @@ def test_a_tool_choice_without_a_function_object_calls_the_first_tool() -> None:
 
 def test_tool_choice_none_answers_in_text() -> None:
     body = task_app_body("top up failed again", tool_choice="none")
-    message = SimulatedLM().complete(body)["choices"][0]["message"]
+    message = evidence_lm().complete(body)["choices"][0]["message"]
     assert "tool_calls" not in message
     assert message["content"] == "top_up_failed"
 
@@ -154,7 +160,7 @@ def test_positive_temperature_varies_with_temperature_and_seed() -> None:
     queries = [f"card question {i} about money" for i in range(40)]
 
     def answers(seed: int, temperature: float) -> list[str | None]:
-        lm = SimulatedLM(seed=seed)
+        lm = evidence_lm(seed=seed)
         bodies = [task_app_body(q, temperature=temperature) for q in queries]
         return [tool_intent(lm.complete(b)) for b in bodies]
 
@@ -167,7 +173,7 @@ def test_positive_temperature_varies_with_temperature_and_seed() -> None:
 
 
 def test_n_choices_are_identical_at_temperature_zero_and_valid_otherwise() -> None:
-    lm = SimulatedLM()
+    lm = evidence_lm()
     cold = lm.complete(task_app_body("where is my card", n=3))
     assert [c["index"] for c in cold["choices"]] == [0, 1, 2]
     assert len({tool_intent(cold, i) for i in range(3)}) == 1

@@ -8,6 +8,7 @@ above chance and below the ceiling, and a signal when they add hints or demos.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Literal
@@ -15,9 +16,12 @@ from typing import Literal
 import dspy
 import pytest
 
-from mipro_bench.data import Example, Splits, load_banking77, make_splits
-from mipro_bench.labels import intent_from_tool_arguments
+from mipro_bench.data import Example, Split, Splits, load_banking77, make_splits
+from mipro_bench.executors.dspy_program import build_signature
+from mipro_bench.labels import intent_from_tool_arguments, map_to_label
 from mipro_bench.lm.sim import SimulatedLM
+from mipro_bench.lm.sim.dspy_shape import fields_of
+from mipro_bench.lm.sim.proposer import FORMAT_RULES
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.synth_local.proposer import LabelledExample, clean_instruction, proposal_messages
 
@@ -63,7 +67,9 @@ def answers(instruction: str, panel: Splits) -> list[str | None]:
 
 
 def accuracy(instruction: str, panel: Splits) -> float:
-    got = answers(instruction, panel)
+    """Scored with the suite's one rule, as the task app scores: drifted answers are wrong
+    unless the rule can parse them."""
+    got = [map_to_label(g, panel.labels) for g in answers(instruction, panel)]
     return sum(g == ex.label for g, ex in zip(got, panel.test.examples, strict=True)) / len(got)
 
 
@@ -84,7 +90,23 @@ def best_proposal(panel: Splits) -> str:
 
 
 def test_baseline_is_well_above_chance_and_well_below_ceiling(panel: Splits) -> None:
-    assert 0.20 <= accuracy(BASELINE_INSTRUCTION, panel) <= 0.50
+    # Chance is 1.3 %; the baseline loses about half its right answers to format drift.
+    assert 0.12 <= accuracy(BASELINE_INSTRUCTION, panel) <= 0.40
+
+
+def test_pinning_the_answer_format_alone_scores_clearly_higher(panel: Splits) -> None:
+    pinned = f"{BASELINE_INSTRUCTION}\n{FORMAT_RULES[0]}"
+    assert accuracy(pinned, panel) >= accuracy(BASELINE_INSTRUCTION, panel) + 0.08
+
+
+def test_a_few_demos_of_other_intents_teach_the_format(panel: Splits) -> None:
+    """Four demos, whatever their intents: the answers elsewhere drift less."""
+    shown = {ex.label for ex in panel.val.examples[:4]}
+    demos = "\n\n".join(f"Query: {ex.text}\nIntent: {ex.label}" for ex in panel.val.examples[:4])
+    with_demos = f"{BASELINE_INSTRUCTION}\n\nExamples:\n{demos}"
+    rest = tuple(ex for ex in panel.test.examples if ex.label not in shown)
+    others = dataclasses.replace(panel, test=Split(name="test", examples=rest))
+    assert accuracy(with_demos, others) >= accuracy(BASELINE_INSTRUCTION, others) + 0.05
 
 
 def test_a_hint_rich_proposed_instruction_scores_clearly_higher(panel: Splits) -> None:
@@ -108,7 +130,8 @@ def test_dspy_and_task_app_prompts_mean_the_same_baseline(panel: Splits) -> None
     for ex in panel.test.examples:
         messages = adapter.format(signature, [], {"query": ex.text})
         content = lm.complete({"messages": messages, "temperature": 0.0})["choices"][0]
-        via_dspy.append(adapter.parse(signature, content["message"]["content"])["intent"])
+        # The raw field text: a drifted answer ("Card Arrival") fails the Literal's parse.
+        via_dspy.append(fields_of(content["message"]["content"])["intent"])
     assert via_dspy == answers(BASELINE_INSTRUCTION, panel)
 
 
@@ -132,7 +155,8 @@ def test_dspy_miprov2_finds_a_better_instruction_through_the_gateway(
         ]
 
     def metric(example, prediction, trace=None) -> bool:
-        return example.intent == getattr(prediction, "intent", None)
+        answer = getattr(prediction, "intent", None)
+        return example.intent == map_to_label(answer, panel.labels)
 
     settings, _ = resolve_lm_settings(lm="sim", env={})
     with start_gateway(settings) as gateway:
@@ -144,7 +168,9 @@ def test_dspy_miprov2_finds_a_better_instruction_through_the_gateway(
             cache=False,
             num_retries=0,
         )
-        program = dspy.Predict(classify_signature(panel.labels))
+        # The suite's own str-output signature: a drifted answer is the rule's to parse (a
+        # Literal output would make DSPy raise on "Card Arrival" instead).
+        program = dspy.Predict(build_signature(panel.labels))
         optimizer = dspy.MIPROv2(
             metric=metric,
             prompt_model=lm,

@@ -16,7 +16,8 @@ An index is built once per distinct (labels, instruction, demos) and cached:
 every call of one prompt version reuses it.
 
 Measured on the full Banking77 test set (3080 items, task-app prompt,
-temperature 0): baseline instruction 40.4 %; with 2 demos per intent 55.1 %;
+temperature 0), for the choice alone (format drift off, see answer_form.py; with it
+the README's numbers): baseline instruction 40.4 %; with 2 demos per intent 55.1 %;
 with 10 hint words for every intent, mined from 3 train examples each, 58.1 %
 (the proposer's seeded candidates cover part of the intents: 40-50 %).
 """
@@ -53,6 +54,8 @@ class Decision:
     label: str
     score: float
     matched: tuple[str, ...]  # the query terms that supported the label, for "reasoning"
+    runner_up: str | None = None  # the second-best label (what a torn model also names)
+    runner_score: float = 0.0
 
 
 class LabelIndex:
@@ -117,7 +120,13 @@ class LabelIndex:
                 t for t in query_terms if any(i == best for i, _ in self.postings.get(t, ()))
             )
         )
-        return Decision(self.labels[best], scores[best], matched)
+        runner = max((i for i in range(len(scores)) if i != best), key=scores.__getitem__,
+                     default=None)
+        return Decision(
+            self.labels[best], scores[best], matched,
+            None if runner is None else self.labels[runner],
+            0.0 if runner is None else scores[runner],
+        )
 
 
 @lru_cache(maxsize=512)

@@ -60,6 +60,7 @@ import json
 import re
 from typing import Any
 
+from mipro_bench.lm.sim.answer_form import answer_text, pins_format
 from mipro_bench.lm.sim.classifier import Decision, build_index
 from mipro_bench.lm.sim.dspy_shape import DSPyPrompt, FieldSpec, read_dspy
 from mipro_bench.lm.sim.examples import labelled_examples
@@ -113,7 +114,9 @@ _SEED_MASK = (1 << 63) - 1
 class SimulatedLM:
     """A deterministic chat model that classifies from what the prompt gives it."""
 
-    def __init__(self, *, seed: int = 0, malformed_rate: float = 0.0) -> None:
+    def __init__(
+        self, *, seed: int = 0, malformed_rate: float = 0.0, format_drift: bool = True
+    ) -> None:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"seed must be an integer, got {seed!r}")
         if isinstance(malformed_rate, bool) or not isinstance(malformed_rate, int | float):
@@ -122,6 +125,8 @@ class SimulatedLM:
             raise ValueError(f"malformed_rate must be between 0 and 1, got {malformed_rate!r}")
         self.seed = seed
         self.malformed_rate = float(malformed_rate)
+        # Off only for tests of the classifier's evidence: the served LM always drifts.
+        self.format_drift = bool(format_drift)
         self._seed_bytes = f"sim-lm:{seed}:".encode()
 
     def complete(self, body: dict) -> dict:
@@ -149,10 +154,10 @@ class SimulatedLM:
             return Choice(content=GARBAGE[_derive_int(seed, "garbage") % len(GARBAGE)])
         dspy = read_dspy(request)
         if dspy is not None:
-            return _dspy_answer(request, dspy, seed)
+            return _dspy_answer(request, dspy, seed, self.format_drift)
         tool = request.forced_tool()
         if tool is not None:
-            return _tool_call(request, tool, seed)
+            return _tool_call(request, tool, seed, self.format_drift)
         reflection = text_reflection(request.last_user())
         if reflection is not None:
             return Choice(content=fenced(reflect_instruction(reflection, seed)))
@@ -160,7 +165,8 @@ class SimulatedLM:
             return Choice(content=_generic_proposal(request, seed))
         view = read_classification(request, None)
         if view.labels and view.query:
-            return Choice(content=_decide(view, view.labels, request.temperature, seed).label)
+            decision = _decide(view, view.labels, request.temperature, seed)
+            return Choice(content=_written(view, decision, self.format_drift))
         return Choice(content=GENERIC_ANSWER)
 
 
@@ -171,7 +177,16 @@ def _decide(
     return index.decide(view.query, temperature=temperature, seed=seed)
 
 
-def _tool_call(request: ChatRequest, tool: dict[str, Any], seed: int) -> Choice:
+def _written(view: ClassificationView, decision: Decision, drift: bool = True) -> str:
+    """The decision as the model writes it (answer_form.py: drift unless the format is pinned)."""
+    if not drift:
+        return decision.label
+    return answer_text(
+        decision, view.query, pinned=pins_format(view.instruction), demos=len(view.demos)
+    )
+
+
+def _tool_call(request: ChatRequest, tool: dict[str, Any], seed: int, drift: bool) -> Choice:
     function = tool["function"]
     params = function.get("parameters") or {}
     props = params.get("properties")
@@ -185,9 +200,11 @@ def _tool_call(request: ChatRequest, tool: dict[str, Any], seed: int) -> Choice:
         kind = spec.get("type", "string")
         enum = string_enum(spec)
         if view is not None and enum:
-            arguments[name] = _decide(view, enum, request.temperature, seed).label
+            arguments[name] = _written(view, _decide(view, enum, request.temperature, seed), drift)
         elif view is not None and kind == "string" and view.labels and view.query:
-            arguments[name] = _decide(view, view.labels, request.temperature, seed).label
+            arguments[name] = _written(
+                view, _decide(view, view.labels, request.temperature, seed), drift
+            )
         else:
             arguments[name] = typed_value(str(kind), GENERIC_ANSWER)
     return Choice(
@@ -196,7 +213,7 @@ def _tool_call(request: ChatRequest, tool: dict[str, Any], seed: int) -> Choice:
     )
 
 
-def _dspy_answer(request: ChatRequest, dspy: DSPyPrompt, seed: int) -> Choice:
+def _dspy_answer(request: ChatRequest, dspy: DSPyPrompt, seed: int, drift: bool) -> Choice:
     spec_by_name = {s.name: s for s in dspy.signature.outputs}
     names = list(spec_by_name)
     for extra in request.json_fields:
@@ -213,7 +230,11 @@ def _dspy_answer(request: ChatRequest, dspy: DSPyPrompt, seed: int) -> Choice:
     for name in names:
         spec = spec_by_name.get(name, FieldSpec(name, "str", ""))
         if target is not None and name == target.name:
-            text = decision.label if decision is not None else GENERIC_ANSWER
+            text = (
+                _written(view, decision, drift)
+                if decision is not None and view is not None
+                else GENERIC_ANSWER
+            )
             values[name] = text
             continue
         text = _field_text(name, dspy, decision, view, seed)

@@ -11,7 +11,9 @@ join the pool). The seeded coverage (30-100 % of the intents seen, or none in
 one proposal out of five) and keyword count (4-10) make candidates differ in
 quality: some clearly better than the baseline, some about equal. The
 classifier (classifier.py/hints.py) reads exactly these hint lines back, so
-better proposals really score better.
+better proposals really score better. Half the proposals (a separate seeded draw)
+also add a sentence pinning the answer format, which answer_form.py reads back:
+the candidates then differ in format discipline as well as in cues.
 
 Examples come from examples.py (Query/Intent lines, DSPy Example reprs).
 """
@@ -24,6 +26,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
+from mipro_bench.lm.sim.answer_form import pins_format
 from mipro_bench.lm.sim.text import LABEL_TOKEN, content_words, label_key, stem
 
 DEFAULT_TASK = "Classify the customer's query into exactly one of the available intents."
@@ -35,6 +38,15 @@ LEADS = (
     "Think about what the customer actually wants before choosing.",
 )
 NO_HINT_PROBABILITY = 0.2  # share of proposals that only rephrase (about baseline quality)
+# Share of proposals that also pin the answer format (what a prompt writer adds after seeing
+# drifted answers; answer_form.py reads it back). Drawn apart from the hints, so pins and
+# hints come in every combination and the search has something to choose.
+FORMAT_RULE_PROBABILITY = 0.7
+FORMAT_RULES = (
+    "Respond with only the intent name, spelled exactly as listed.",
+    "Answer with just the intent label, copied verbatim from the list; no other text.",
+    "Output only the exact intent name: no explanation, no second intent.",
+)
 MAX_KEYWORDS = 10
 
 _HINT_LINE = re.compile(r"^[ \t>*•-]*(" + LABEL_TOKEN.pattern + r")[ \t]*:[ \t]*(\S.*)$")
@@ -120,6 +132,9 @@ def propose_instruction(
     statement = task_statement(current)
     lead = rng.choice(LEADS)
     head = f"{statement}\n{lead}".strip() if lead and lead not in statement else statement
+    # A separate stream, so adding the format rule left every earlier draw as it was.
+    if random.Random(f"format:{seed}").random() < FORMAT_RULE_PROBABILITY and not pins_format(head):
+        head = f"{head}\n{random.Random(f'format-text:{seed}').choice(FORMAT_RULES)}"
     pool = hint_pool(pairs, [current, *texts])
     if not pool or rng.random() < NO_HINT_PROBABILITY:
         return head

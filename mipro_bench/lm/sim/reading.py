@@ -48,6 +48,7 @@ class ClassificationView:
     query: str
     hint_text: str
     demos: tuple[tuple[str, str], ...]
+    instruction: str = ""  # what the prompt's author wrote (format cues are read here only)
 
 
 def label_field(dspy: DSPyPrompt) -> FieldSpec | None:
@@ -88,6 +89,7 @@ def read_classification(request: ChatRequest, dspy: DSPyPrompt | None) -> Classi
         qname = query_field(dspy)
         query = dspy.inputs.get(qname, "") if qname else ""
         hint_text = request.system_text()
+        instruction = dspy.signature.instruction
         demos = [
             (d_in.get(qname, ""), d_out.get(field.name, ""))
             for d_in, d_out in dspy.demos
@@ -96,11 +98,12 @@ def read_classification(request: ChatRequest, dspy: DSPyPrompt | None) -> Classi
     else:
         query = _plain_query(request.last_user())
         hint_text = request.system_text() or _without_query(request.last_user())
+        instruction = hint_text
         demos = []
     for message in request.messages:
         demos.extend(labelled_examples(message.content))
     clean = tuple((q.strip(), _strip_value(lbl)) for q, lbl in demos if q.strip() and lbl.strip())
-    return ClassificationView(tuple(labels), query, hint_text, clean)
+    return ClassificationView(tuple(labels), query, hint_text, clean, instruction)
 
 
 def _strip_value(value: str) -> str:
