@@ -174,3 +174,30 @@ def test_gepa_builtin_proposer_end_to_end_through_the_gateway() -> None:
     assert "examples_with_feedback" in sent
     assert out["self"].startswith(BASELINE_INSTRUCTION)
     assert "Refund_not_showing_up" in hints(out["self"])
+
+
+FORMAT_FAILURE = [{
+    "Inputs": {"query": "someone pickpocketed my wallet on the bus"},
+    "Generated Outputs": {"intent": "The customer has lost a card."},
+    "Feedback": "Wrong: the expected intent is lost_or_stolen_card, but the answer named no "
+                "intent of the list (it said 'The customer has lost a card.')."}]
+
+
+def test_feedback_about_the_answers_form_pins_the_format() -> None:
+    """An answer that named no intent is a format problem: the new instruction pins the
+    format (so the sim's drift stops), besides adding the hint for the expected intent."""
+    from mipro_bench.lm.sim.answer_form import pins_format
+
+    assert not pins_format(BASELINE_INSTRUCTION)
+    new = reflect_dspy(BASELINE_INSTRUCTION, FORMAT_FAILURE)
+    assert pins_format(new), new
+    assert "lost_or_stolen_card" in hints(new)
+    again = reflect_dspy(new, FORMAT_FAILURE)  # a pinned instruction is not pinned twice
+    assert again.count("\n") == new.count("\n"), again
+
+
+def test_wrong_intent_feedback_does_not_pin_the_format() -> None:
+    from mipro_bench.lm.sim.answer_form import pins_format
+
+    wrong_intent = [EXAMPLES[1]]  # named card_arrival instead of Refund_not_showing_up
+    assert not pins_format(reflect_dspy(BASELINE_INSTRUCTION, wrong_intent))

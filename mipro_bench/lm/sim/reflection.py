@@ -33,9 +33,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mipro_bench.lm.sim.answer_form import pins_format
 from mipro_bench.lm.sim.dspy_shape import DSPyPrompt
 from mipro_bench.lm.sim.proposer import (
     DEFAULT_TASK,
+    FORMAT_RULES,
     HINTS_HEADER,
     hint_lines_in,
     keywords_by_label,
@@ -49,6 +51,9 @@ MIN_NEW_WORDS, MAX_NEW_WORDS = 3, 6
 
 _NEW_INSTRUCTION = re.compile(r"\bwrite\s+(?:a\s+)?new\s+instructions?\b", re.IGNORECASE)
 _FEEDBACK = re.compile(r"\bfeedback\b", re.IGNORECASE)
+# Feedback that says the answer's form, not its intent, was the problem.
+_FORMAT_TROUBLE = re.compile(r"named no intent|several intents|instead of one|not one of",
+                             re.IGNORECASE)
 _FENCE = re.compile(r"```[^\n]*\n(.*?)\n?```", re.DOTALL)
 _EXAMPLE_HEAD = re.compile(r"^# Example \d+\s*$", re.MULTILINE)
 _SECTION_HEAD = re.compile(r"^## (.+?)\s*$", re.MULTILINE)
@@ -128,7 +133,15 @@ def reflect_instruction(reflection: Reflection, seed: int) -> str:
         if ex.query and (label := expected_label(ex)) is not None
     ]
     current = reflection.current
-    if not pairs:
+    statement = task_statement(current)
+    # A reflective editor told that answers named no intent (prose, two intents) pins the
+    # answer format: a real one reads "the answer named no intent of the list" as a format
+    # problem, not as a missing hint.
+    pin = (any(_FORMAT_TROUBLE.search(ex.feedback) for ex in reflection.examples)
+           and not pins_format(current))
+    if pin:
+        statement = f"{statement}\n{random.Random(f'format-text:{seed}').choice(FORMAT_RULES)}"
+    if not pairs and not pin:
         return current
     rng = random.Random(seed)
     hints: dict[str, list[str]] = {}  # label as written -> words, in the instruction's order
@@ -146,8 +159,8 @@ def reflect_instruction(reflection: Reflection, seed: int) -> str:
         del merged[MAX_HINT_WORDS:]
     lines = [f"{label}: {', '.join(words)}" for label, words in hints.items() if words]
     if not lines:
-        return current
-    return f"{task_statement(current)}\n\n{HINTS_HEADER}\n" + "\n".join(lines)
+        return statement if pin else current
+    return f"{statement}\n\n{HINTS_HEADER}\n" + "\n".join(lines)
 
 
 # --- reading the examples -------------------------------------------------------------------
