@@ -25,9 +25,9 @@ from mipro_bench.lm.journal import JOURNAL_SUFFIX, read_journal_dir
 from tests.plugin_support import REPO, clean_env
 
 PHASES = ("baseline_eval", "optimize", "test_eval")
-# Each run takes seconds: the whole matrix (2 DSPy cases, 1 Synth case) on a small panel.
+# Each run takes seconds: the whole matrix (MIPROv2 x2, Synth, GEPA) on a small panel.
 SMALL = ["--train-size", "20", "--val-size", "10", "--test-size", "40", "--trials", "2",
-         "--rollouts", "40"]
+         "--rollouts", "40", "--metric-calls", "40"]
 # Every live LM call waits this long in the killed runs, so a phase lasts long enough to be
 # caught mid-way (tests/slow_lm_plugin.py); results do not depend on it.
 SLOW = ["--", "-p", "tests.slow_lm_plugin"]
