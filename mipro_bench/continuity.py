@@ -199,9 +199,13 @@ def find_reusable(results_dir: Path, key: Mapping[str, Any], case_label: str) ->
         return Reuse(None, f"resume: {case_label}: {path.name} is {record.status}; the case "
                            "continues from its journal")
     old = record.details["case_key"]
-    changed = [k for k in key if old.get(k) != key.get(k)]
+    changed = [_KEY_WORDS.get(k, k) for k in key if old.get(k) != key.get(k)]
     return Reuse(None, f"resume: {case_label}: {path.name} is for another "
                        f"{', '.join(changed)}; the case is rerun")
+
+
+# How a resume note names a case-key field that changed ("is for another panel").
+_KEY_WORDS = {"digests": "panel", "suite_version": "suite version", "lm": "LM endpoint"}
 
 
 def run_or_reuse(*, spec: Any, options: Mapping[str, Any], budget: Any, mode: str, seed: int,
