@@ -33,7 +33,7 @@ from tests.continuity_support import (
 pytestmark = pytest.mark.integration
 
 DSPY_FEWSHOT = "dspy_miprov2[fewshot-gpt-4.1-nano-seed1]"  # the second DSPy case to run
-SYNTH = "synth_mipro[instruction_only-gpt-4.1-nano-seed1]"  # the last case to run
+SYNTH = "synth_mipro[instruction_only-gpt-4.1-nano-seed1]"  # runs after both DSPy MIPROv2
 
 
 @dataclass(frozen=True)
