@@ -98,7 +98,7 @@ def progress_line(console: Console, title: str) -> Iterator[Callable[[str], None
         task = progress.add_task(title, total=None)
 
         def say(message: str) -> None:
-            progress.console.print(f"  {message}", highlight=False)
+            progress.console.print(f"  {message}", highlight=False, soft_wrap=True)
             progress.update(task, description=f"{title}: {message}")
 
         yield say
@@ -183,12 +183,12 @@ def run_optimizer(
         raise CLIError(str(exc)) from None
     splits = load_splits(args)
     err = stderr_console()
-    err.print(lm_line, highlight=False)
+    err.print(lm_line, highlight=False, soft_wrap=True)
     err.print(
         f"data: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)} "
-        f"(seed {splits.seed}, {splits.source})", highlight=False,
+        f"(seed {splits.seed}, {splits.source})", highlight=False, soft_wrap=True,
     )
-    with run_lm(settings, say=lambda line: err.print(line, highlight=False),
+    with run_lm(settings, say=lambda line: err.print(line, highlight=False, soft_wrap=True),
                 **continuity.gateway_kwargs(args.results_dir)) as gateway, \
             Harness(splits) as harness, tempfile.TemporaryDirectory(
                 prefix="mipro-bench-") as workdir, \
@@ -201,15 +201,16 @@ def run_optimizer(
             usage=None)
     saved = continuity.save_recording(args.results_dir, {str(record.details.get("scope"))})
     if saved is not None:
-        err.print(f"recording: {saved}", highlight=False)
+        err.print(f"recording: {saved}", highlight=False, soft_wrap=True)
     if record.details.get("refused"):
         # A refused case is a usage error (one line, exit 2); its record is still written.
         raise CLIError(f"{record.details['refused']} (record: {path})")
     (out or stdout_console()).print(summary_table([(record, path)]))
     if record.status != "succeeded":
-        err.print(f"[red]run failed[/red]: {record.error} (record: {path})", highlight=False)
+        err.print(f"[red]run failed[/red]: {record.error} (record: {path})", highlight=False,
+                  soft_wrap=True)
         return EXIT_RUN_FAILED
-    err.print(f"record: {path}", highlight=False)
+    err.print(f"record: {path}", highlight=False, soft_wrap=True)
     return EXIT_OK
 
 

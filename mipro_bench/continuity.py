@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,8 +71,14 @@ class Continuity:
             if target.is_dir():
                 raise ContinuityError(f"--record {target}: is a directory; name a file, e.g. "
                                       "results/run.recording.gz")
-            if not target.parent.exists() and str(target.parent) not in ("", "."):
-                raise ContinuityError(f"--record {target}: folder {target.parent} does not exist")
+            folder = target.parent
+            if not folder.exists():
+                raise ContinuityError(f"--record {target}: folder {folder} does not exist")
+            # Found out only when the run ends, this would lose the recording of a paid run.
+            if not folder.is_dir():
+                raise ContinuityError(f"--record {target}: {folder} is not a directory")
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise ContinuityError(f"--record {target}: {folder} is not writable")
         return cls(resume=resume, record=Path(record) if record else None,
                    replay=Path(replay) if replay else None, recording=recording)
 
@@ -192,9 +199,13 @@ def find_reusable(results_dir: Path, key: Mapping[str, Any], case_label: str) ->
         return Reuse(None, f"resume: {case_label}: {path.name} is {record.status}; the case "
                            "continues from its journal")
     old = record.details["case_key"]
-    changed = [k for k in key if old.get(k) != key.get(k)]
+    changed = [_KEY_WORDS.get(k, k) for k in key if old.get(k) != key.get(k)]
     return Reuse(None, f"resume: {case_label}: {path.name} is for another "
                        f"{', '.join(changed)}; the case is rerun")
+
+
+# How a resume note names a case-key field that changed ("is for another panel").
+_KEY_WORDS = {"digests": "panel", "suite_version": "suite version", "lm": "LM endpoint"}
 
 
 def run_or_reuse(*, spec: Any, options: Mapping[str, Any], budget: Any, mode: str, seed: int,

@@ -13,6 +13,7 @@ backend) come from the optimizers' specs, so no optimizer is named here.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from mipro_bench.argtypes import (
     price_per_mtok,
     token_limits_text,
 )
-from mipro_bench.continuity import Continuity
+from mipro_bench.continuity import Continuity, ContinuityError
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.lm.settings import DEFAULT_MODEL
@@ -251,9 +252,14 @@ class BenchOptions:
         return cls.from_values(lambda dest: config.getoption("mipro_" + dest, None))
 
     def continuity(self) -> Continuity:
-        """The run's resume/record/replay choice (the recording loaded and checked)."""
-        return Continuity.from_options(resume=self.resume, record=self.record,
-                                       replay=self.replay)
+        """The run's resume/record/replay choice (the recording loaded and checked); its
+        errors name the options as pytest spells them (--mipro-replay, not --replay)."""
+        try:
+            return Continuity.from_options(resume=self.resume, record=self.record,
+                                           replay=self.replay)
+        except ContinuityError as exc:
+            raise ContinuityError(re.sub(r"(?<![\w-])--(resume|record|replay)\b",
+                                         PLUGIN_PREFIX + r"\1", str(exc))) from None
 
 
 def session_values(get: Callable[[str], Any]) -> dict[str, Any]:

@@ -45,6 +45,7 @@ def test_save_then_load_is_the_same_recording(tmp_path: Path) -> None:
     assert loaded.model == "gpt-4.1-nano"
     assert loaded.settings().backend == "openai" and loaded.settings().model == "gpt-4.1-nano"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
+    assert path.stat().st_mode & 0o777 == 0o644  # shared like a record, not mkstemp's 0600
 
 
 def test_from_journal_dir_dedupes_and_keeps_the_lm_the_gateway_noted(tmp_path: Path) -> None:

@@ -152,6 +152,7 @@ class Recording:
                 for entry in self.entries:
                     out.write(json.dumps(entry.to_json(), separators=(",", ":")).encode()
                               + b"\n")
+            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a recording is for sharing, like a record
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

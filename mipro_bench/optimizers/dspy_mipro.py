@@ -342,6 +342,25 @@ class _SearchRecorder:
         return tuple(points)
 
 
+def _first_lm_error() -> Any:
+    """A DSPy callback keeping the first exception an LM call raised. DSPy's parallel
+    evaluation logs each item's error and then raises a bare "Execution cancelled due to
+    errors or interruption.", which hides why the calls failed (e.g. the gateway's 409
+    saying which replayed request changed and how)."""
+    from dspy.utils.callback import BaseCallback
+
+    class FirstLMError(BaseCallback):
+        def __init__(self) -> None:
+            self.first: str | None = None
+
+        def on_lm_end(self, call_id: str, outputs: Any,
+                      exception: BaseException | None = None) -> None:
+            if exception is not None and self.first is None:
+                self.first = f"{type(exception).__name__}: {exception}"
+
+    return FirstLMError()
+
+
 def _mipro_class() -> type:
     """MIPROv2 with two taps: the proposed instructions and the search's evaluations."""
     from dspy.teleprompt import MIPROv2
@@ -432,6 +451,8 @@ class DSPyMIPROv2:
         self.plan(request)
 
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
+        import dspy
+
         from mipro_bench.lm.dspy_lm import isolated_dspy_cache
 
         o = self.options
@@ -466,8 +487,9 @@ class DSPyMIPROv2:
             + (f"{plan.minibatch_size}" if plan.minibatch else "off")
         )
         started = time.perf_counter()
+        lm_errors = _first_lm_error()
         with isolated_dspy_cache(request.workdir), quiet_output(
-                self._log_path(request, "dspy.log")):
+                self._log_path(request, "dspy.log")), dspy.context(callbacks=[lm_errors]):
             compiled = optimizer.compile(
                 student,
                 trainset=to_dspy_examples(splits.train.examples),
@@ -481,7 +503,7 @@ class DSPyMIPROv2:
             if failures:
                 raise EvaluationFailed(
                     f"MIPROv2 search: {len(failures)} evaluation(s) failed in the LM "
-                    f"(first: {failures[0].error})"
+                    f"(first: {lm_errors.first or failures[0].error})"
                 )
 
         prompt = prompt_of(compiled)
