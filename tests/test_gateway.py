@@ -25,6 +25,8 @@ from mipro_bench.results import PhaseUsage
 HTTP = httpx.Client(timeout=30.0)
 
 LABELS = ["card_arrival", "card_linking", "exchange_rate", "lost_or_stolen_card"]
+PINNED = ("Classify the banking query. "
+          "Respond with only the intent name, spelled exactly as listed.")
 
 
 def chat_body(query: str = "when will my new card arrive?") -> dict[str, Any]:
@@ -64,14 +66,18 @@ def test_health_and_models_say_simulated(gw: GatewayHandle) -> None:
 
 
 def test_answer_is_labelled_simulated_and_counted_under_its_scope(gw: GatewayHandle) -> None:
+    # The instruction pins the format: unpinned, the simulated LM may drift from the label
+    # set (here it names two intents), which is the drift tests' subject, not this one's.
+    body = chat_body()
+    body["messages"] = build_messages(PINNED, "when will my new card arrive?", LABELS)
     response = HTTP.post(chat_url(gw, "dspy-s0", "baseline_eval"), headers=gw.auth_headers,
-                         json=chat_body())
+                         json=body)
     assert response.status_code == 200
     data = response.json()
     assert data["system_fingerprint"] == SIMULATED_FINGERPRINT
     assert response.headers["x-mipro-bench-simulated"] == "true"
     args = json.loads(data["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"])
-    assert args["intent"] in LABELS
+    assert args["intent"] == "card_arrival"  # a label, spelled as listed, and the right one
     usage = gw.usage()
     assert usage == {"dspy-s0": {"baseline_eval": PhaseUsage(
         calls=1,
