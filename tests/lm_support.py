@@ -9,6 +9,7 @@ own usage ledger.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -17,11 +18,32 @@ from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.settings import resolve_lm_settings
 
 
-def sim_gateway() -> contextlib.AbstractContextManager[GatewayHandle]:
+@contextlib.contextmanager
+def sim_gateway(*, format_drift: bool = True) -> Iterator[GatewayHandle]:
     """A gateway on the simulated LM, with the settings a run without keys resolves to
-    (started for testing: its knobs may be changed over HTTP too)."""
+    (started for testing: its knobs may be changed over HTTP too).
+
+    `format_drift=False`: the simulated LM writes every answer as the label, exactly
+    (`SimulatedLM(format_drift=False)`), for tests of plumbing and classification, not of
+    how a prompt's format discipline is scored. The gateway offers no switch for it, so the
+    responder's policy class is swapped here (kept across malformed-rate knob changes)."""
     settings, _ = resolve_lm_settings(env={})
-    return start_gateway(settings, testing=True)
+    with start_gateway(settings, testing=True) as handle:
+        if not format_drift:
+            _without_format_drift(handle.gateway.responder)
+        yield handle
+
+
+def _without_format_drift(responder: Any) -> None:
+    from mipro_bench.lm.sim import SimulatedLM
+    from mipro_bench.lm.sim_responder import SimResponder
+
+    assert isinstance(responder, SimResponder), type(responder)
+    assert isinstance(responder._policy, SimulatedLM), type(responder._policy)
+    responder._cls = functools.partial(SimulatedLM, format_drift=False)
+    responder._policy = responder._cls(seed=responder._seed,
+                                       malformed_rate=responder._malformed_rate)
+    assert responder._policy.format_drift is False
 
 
 class RecordingResponder:
@@ -54,9 +76,10 @@ class RecordingResponder:
 
 
 @contextlib.contextmanager
-def recording_gateway() -> Iterator[tuple[GatewayHandle, RecordingResponder]]:
+def recording_gateway(*, format_drift: bool = True
+                      ) -> Iterator[tuple[GatewayHandle, RecordingResponder]]:
     """A simulated-LM gateway whose responder records what it answered."""
-    with sim_gateway() as handle:
+    with sim_gateway(format_drift=format_drift) as handle:
         recorder = RecordingResponder(handle.gateway.responder)
         handle.gateway.responder = recorder
         yield handle, recorder

@@ -33,6 +33,17 @@ class Classify(dspy.Signature):
     intent: Intent = dspy.OutputField()
 
 
+@pytest.fixture(scope="module")
+def gw() -> Iterator[GatewayHandle]:
+    """The module's gateway writes every answer as a label: these tests are about DSPy's
+    plumbing through the gateway, and a drifted answer ("card_arrival or card_linking",
+    a paraphrase) is not a valid `Intent`, so DSPy would raise on the Literal."""
+    from tests.lm_support import sim_gateway
+
+    with sim_gateway(format_drift=False) as handle:
+        yield handle
+
+
 @pytest.fixture(autouse=True)
 def fresh(gw: GatewayHandle) -> Iterator[None]:
     gw.reset_usage()
