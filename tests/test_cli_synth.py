@@ -120,4 +120,17 @@ def test_bad_input_is_one_line_and_exit_2(argv: list[str], env: dict[str, str], 
              if line.startswith("run_synth_mipro_banking77.py")]
     assert len(lines) == 1, err
     assert message in lines[0] and "Traceback" not in err
-    assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+    written = sorted((tmp_path / "r").iterdir()) if (tmp_path / "r").exists() else []
+    if message in ("needs SYNTH_API_KEY", "is unreachable"):
+        # The optimizer's check refused the case: it leaves exactly one failed record
+        # saying so (the comparison keeps its row), and nothing else; no LM call was made.
+        assert [p.name for p in written if p.name.startswith("banking77_synth_mipro_")] \
+            == [p.name for p in written] and len(written) == 1, written
+        record = json.loads(written[0].read_text())
+        assert record["status"] == "failed"
+        assert record["error"].startswith("refused: ") and message in record["error"]
+        assert record["details"]["refused"] == record["error"].removeprefix("refused: ")
+        assert all(u["calls"] == 0 for u in record["usage"].values()), record["usage"]
+        assert record["results"]["baseline_test_accuracy"] is None
+    else:  # refused by argument parsing, before any case: nothing written
+        assert written == []
