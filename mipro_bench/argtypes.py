@@ -51,6 +51,16 @@ def non_negative_int(text: str) -> int:
     return value
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0 meaning "any free one"; out of range is a usage error, not a failed run."""
     value = whole_number(text, expected="a port number")

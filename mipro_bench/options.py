@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mipro_bench.argtypes import non_negative_int, positive_int
+from mipro_bench.argtypes import non_negative_int, positive_float, positive_int
 from mipro_bench.continuity import Continuity
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.lm.settings import DEFAULT_MODEL
+from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
 DEFAULT_TRAIN_SIZE = 100
 DEFAULT_VAL_SIZE = 50
@@ -94,6 +95,13 @@ COMMON: tuple[Opt, ...] = (
         "local the served model's name is recorded)", "lm", default=DEFAULT_MODEL),
     Opt("results-dir", f"where records and reports go (default {DEFAULT_RESULTS_DIR}/)",
         "output", Path, DEFAULT_RESULTS_DIR, metavar="DIR"),
+    Opt("progress", "live progress per case and phase (LM calls done/planned, errors, "
+        "retries, elapsed, ETA): rich (a live line), lines (one line every "
+        "--progress-interval seconds), off; auto (default): rich on a terminal, else lines",
+        "output", default="auto", choices=PROGRESS_MODES),
+    Opt("progress-interval", "seconds between two progress lines in lines mode (default "
+        f"{DEFAULT_INTERVAL_S:g})", "output", positive_float, DEFAULT_INTERVAL_S,
+        metavar="S"),
     Opt("resume", "reuse succeeded records of the same cases and replay the journals of "
         "cases that died mid-way (journals in <results-dir>/journal/)", "continuity",
         action="store_true", default=False),
@@ -197,6 +205,8 @@ class BenchOptions:
     resume: bool = False
     record: Path | None = None
     replay: Path | None = None
+    progress: str = "auto"
+    progress_interval: float = DEFAULT_INTERVAL_S
     # Session options the optimizers declared ({option key: value} per optimizer).
     optimizer_session_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -224,6 +234,8 @@ class BenchOptions:
             resume=bool(get("resume")),
             record=Path(get("record")) if get("record") else None,
             replay=Path(get("replay")) if get("replay") else None,
+            progress=get("progress") or "auto",
+            progress_interval=float(get("progress_interval") or DEFAULT_INTERVAL_S),
             optimizer_session_options=session_options,
         )
 

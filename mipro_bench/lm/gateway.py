@@ -78,6 +78,10 @@ class GatewayHandle:
         """{optimizer: {phase: PhaseUsage}} so far (optionally one optimizer's only)."""
         return self.gateway.ledger.snapshot(optimizer)
 
+    def retries(self, optimizer: str | None = None) -> dict[str, dict[str, int]]:
+        """{optimizer: {phase: upstream retries}} the gateway made so far (forwarding only)."""
+        return self.gateway.ledger.retries(optimizer)
+
     def reset_usage(self, optimizer: str | None = None) -> None:
         self.gateway.ledger.reset(optimizer)
 
