@@ -104,12 +104,17 @@ def case_progress(console: Console, label: str, gateway: Any, mode: str | None,
     def retries(scope: str) -> dict[str, int]:
         return gateway.retries(scope).get(scope, {})
 
+    def usage(scope: str) -> dict[str, Any]:
+        return gateway.usage(scope).get(scope, {})
+
     if chosen == "off":
         return None
     if chosen == "rich":
-        return CaseProgress(label, RichSink(console), retries=retries)
+        return CaseProgress(label, RichSink(console),
+                        retries=retries, usage=usage)
     return CaseProgress(label, LineSink(lambda line: console.print(
-        line, highlight=False, markup=False, soft_wrap=True), interval_s), retries=retries)
+        line, highlight=False, markup=False, soft_wrap=True), interval_s),
+                        retries=retries, usage=usage)
 
 
 def _pct(value: float | None) -> str:

@@ -207,11 +207,13 @@ class CaseProgress:
 
     def __init__(self, label: str, sink: Sink, *, clock: Callable[[], float] = time.monotonic,
                  retries: Callable[[str], Mapping[str, int]] | None = None,
+                 usage: Callable[[str], Mapping[str, PhaseUsage]] | None = None,
                  threaded: bool = True) -> None:
         self.label = label
         self.sink = sink
         self.clock = clock
         self._retries_of = retries
+        self._usage_of = usage  # in process (the gateway handle), instead of HTTP polling
         self._threaded = threaded
         self._plan: list[PlannedPhase] = []
         self._read: UsageReader | None = None
@@ -228,8 +230,9 @@ class CaseProgress:
     def begin(self, plan: Sequence[PlannedPhase], read_usage: UsageReader | None,
               scope: str = "") -> None:
         self._plan = list(plan)
-        self._read = read_usage
         self._scope = scope
+        usage_of = self._usage_of
+        self._read = read_usage if usage_of is None else (lambda: usage_of(scope))
         self._case_started = self._phase_started = self.clock()
         try:
             self.sink.start(self.label)
