@@ -76,6 +76,16 @@ def token_limits_text(text: str) -> str:
     return text
 
 
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
 def port_number(text: str) -> int:
     """A TCP port, 0 meaning "any free one"; out of range is a usage error, not a failed run."""
     value = whole_number(text, expected="a port number")

@@ -47,6 +47,7 @@ def run_bench_case(
     session_options: dict[str, Any] | None = None,
     resume: bool = False,
     say: Callable[[str], None] | None = None,
+    watch: Any = None,
 ) -> RunRecord:
     """Run `case` (or skip it with its reason), attach the record, assert its floors."""
     if case.unsupported:
@@ -64,7 +65,7 @@ def run_bench_case(
         spec=get_spec(case.optimizer), options=options, budget=case.budget, mode=case.mode,
         seed=case.seed, label=case.id, splits=splits, endpoint=endpoint,
         results_dir=results_dir, workdir=workdir, harness=harness, progress=progress,
-        resume=resume, say=say)
+        resume=resume, say=say, watch=watch)
     item.user_properties.append((USER_PROPERTY, record.to_dict()))
     item.user_properties.append(("mipro_record_path", str(path)))
     item.stash[RECORD_KEY] = record

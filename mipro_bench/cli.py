@@ -10,17 +10,15 @@ configuration, reported in one line without a traceback.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import shutil
 import sys
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from mipro_bench.argtypes import (  # noqa: F401  (the scripts import these from here)
@@ -41,6 +39,13 @@ from mipro_bench.options import (
     CLI_PREFIX,
     COMMON,
     add_options,
+)
+from mipro_bench.progress import (
+    DEFAULT_INTERVAL_S,
+    CaseProgress,
+    LineSink,
+    RichSink,
+    resolve_mode,
 )
 from mipro_bench.results import MODES, PHASES, RunRecord
 
@@ -90,18 +95,26 @@ def stdout_console() -> Console:
     return Console(file=sys.stdout, width=shutil.get_terminal_size((140, 24)).columns)
 
 
-@contextlib.contextmanager
-def progress_line(console: Console, title: str) -> Iterator[Callable[[str], None]]:
-    """A spinner line whose text each `say(message)` replaces (and logs above it)."""
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                  console=console, transient=True) as progress:
-        task = progress.add_task(title, total=None)
+def case_progress(console: Console, label: str, gateway: Any, mode: str | None,
+                  interval_s: float) -> CaseProgress | None:
+    """A seed CLI's live progress on stderr: a rich line on a terminal, a plain line every
+    `interval_s` elsewhere, or None (`--progress off`)."""
+    chosen = resolve_mode(mode, is_terminal=console.is_terminal)
 
-        def say(message: str) -> None:
-            progress.console.print(f"  {message}", highlight=False, soft_wrap=True)
-            progress.update(task, description=f"{title}: {message}")
+    def retries(scope: str) -> dict[str, int]:
+        return gateway.retries(scope).get(scope, {})
 
-        yield say
+    def usage(scope: str) -> dict[str, Any]:
+        return gateway.usage(scope).get(scope, {})
+
+    if chosen == "off":
+        return None
+    if chosen == "rich":
+        return CaseProgress(label, RichSink(console),
+                        retries=retries, usage=usage)
+    return CaseProgress(label, LineSink(lambda line: console.print(
+        line, highlight=False, markup=False, soft_wrap=True), interval_s),
+                        retries=retries, usage=usage)
 
 
 def _pct(value: float | None) -> str:
@@ -191,14 +204,24 @@ def run_optimizer(
     with run_lm(settings, say=lambda line: err.print(line, highlight=False, soft_wrap=True),
                 **continuity.gateway_kwargs(args.results_dir)) as gateway, \
             Harness(splits) as harness, tempfile.TemporaryDirectory(
-                prefix="mipro-bench-") as workdir, \
-            progress_line(err, f"{optimizer_name} {mode}") as say:
+                prefix="mipro-bench-") as workdir:
+        label = f"{optimizer_name} {mode} seed {args.seed}"
+        watch = case_progress(err, label, gateway, getattr(args, "progress", "auto"),
+                              getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
+
+        def say(message: str) -> None:
+            line = f"  {message}"
+            if watch is None:
+                err.print(line, highlight=False)
+            else:
+                watch.say(line, lambda text: err.print(text, highlight=False))
+
         record, path = run_or_reuse(
             spec=spec, options=dict(options or {}), budget=parsed_budget, mode=mode,
-            seed=args.seed, label=f"{optimizer_name} {mode} seed {args.seed}", splits=splits,
+            seed=args.seed, label=label, splits=splits,
             endpoint=gateway.endpoint, results_dir=args.results_dir, workdir=Path(workdir),
             harness=harness, progress=say, resume=continuity.resume, say=say,
-            usage=None)
+            usage=None, watch=watch)
     saved = continuity.save_recording(args.results_dir, {str(record.details.get("scope"))})
     if saved is not None:
         err.print(f"recording: {saved}", highlight=False, soft_wrap=True)

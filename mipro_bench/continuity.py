@@ -211,7 +211,8 @@ _KEY_WORDS = {"digests": "panel", "suite_version": "suite version", "lm": "LM en
 def run_or_reuse(*, spec: Any, options: Mapping[str, Any], budget: Any, mode: str, seed: int,
                  label: str, splits: Any, endpoint: Any, results_dir: Path, workdir: Path,
                  harness: Any = None, progress: Any = None, usage: Any = None,
-                 resume: bool = False, say: Any = None) -> tuple[RunRecord, Path]:
+                 resume: bool = False, say: Any = None,
+                 watch: Any = None) -> tuple[RunRecord, Path]:
     """One case under its key: the reused record on `resume` when one fits, else a run
     under the case's own scope (so its journal is found again). The same for pytest and
     the CLIs."""
@@ -235,4 +236,4 @@ def run_or_reuse(*, spec: Any, options: Mapping[str, Any], budget: Any, mode: st
         seed=seed, workdir=workdir, scope=scope, progress=progress, options=dict(options),
         harness=harness, usage=usage)
     return run_case(spec.create(dict(options)), request, results_dir=results_dir,
-                    details={"case_key": key, "case_key_hash": key_hash(key)})
+                    details={"case_key": key, "case_key_hash": key_hash(key)}, watch=watch)

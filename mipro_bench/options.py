@@ -21,6 +21,7 @@ from typing import Any
 
 from mipro_bench.argtypes import (
     non_negative_int,
+    positive_float,
     positive_int,
     price_per_mtok,
     token_limits_text,
@@ -29,6 +30,7 @@ from mipro_bench.continuity import Continuity, ContinuityError
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.lm.settings import DEFAULT_MODEL
+from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
 DEFAULT_TRAIN_SIZE = 100
 DEFAULT_VAL_SIZE = 50
@@ -108,6 +110,13 @@ COMMON: tuple[Opt, ...] = (
         metavar="USD"),
     Opt("results-dir", f"where records and reports go (default {DEFAULT_RESULTS_DIR}/)",
         "output", Path, DEFAULT_RESULTS_DIR, metavar="DIR"),
+    Opt("progress", "live progress per case and phase (LM calls done/planned, errors, "
+        "retries, elapsed, ETA): rich (a live line), lines (one line every "
+        "--progress-interval seconds), off; auto (default): rich on a terminal, else lines",
+        "output", default="auto", choices=PROGRESS_MODES),
+    Opt("progress-interval", "seconds between two progress lines in lines mode (default "
+        f"{DEFAULT_INTERVAL_S:g})", "output", positive_float, DEFAULT_INTERVAL_S,
+        metavar="S"),
     Opt("resume", "reuse succeeded records of the same cases and replay the journals of "
         "cases that died mid-way (journals in <results-dir>/journal/)", "continuity",
         action="store_true", default=False),
@@ -214,6 +223,8 @@ class BenchOptions:
     resume: bool = False
     record: Path | None = None
     replay: Path | None = None
+    progress: str = "auto"
+    progress_interval: float = DEFAULT_INTERVAL_S
     # Session options the optimizers declared ({option key: value} per optimizer).
     optimizer_session_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -244,6 +255,8 @@ class BenchOptions:
             resume=bool(get("resume")),
             record=Path(get("record")) if get("record") else None,
             replay=Path(get("replay")) if get("replay") else None,
+            progress=get("progress") or "auto",
+            progress_interval=float(get("progress_interval") or DEFAULT_INTERVAL_S),
             optimizer_session_options=session_options,
         )
 

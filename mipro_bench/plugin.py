@@ -36,6 +36,7 @@ pytest_plugins = [
     "mipro_bench.fixtures.data",
     "mipro_bench.fixtures.lm",
     "mipro_bench.fixtures.servers",
+    "mipro_bench.fixtures.progress",
     "mipro_bench.fixtures.cases",
 ]
 

@@ -48,6 +48,7 @@ from mipro_bench.optimizers.base import (
     UsageError,
     UsageReader,
 )
+from mipro_bench.progress import PlannedPhase, planned_optimize_calls
 from mipro_bench.results import (
     PHASES,
     CaseConfig,
@@ -96,6 +97,7 @@ class _Progress:
     seconds: dict[str, float] = field(default_factory=dict)
     phase: str | None = None
     executors: dict[str, _ExecutorProgress] = field(default_factory=dict)
+    watch: Any = None  # the case's live progress display (mipro_bench.progress), if any
 
 
 def eval_phases(executor: str, native: bool) -> dict[str, str]:
@@ -161,6 +163,7 @@ def run_case(
     max_item_error_rate: float = MAX_ITEM_ERROR_RATE,
     details: Mapping[str, Any] | None = None,
     executors: Sequence[str] | None = None,
+    watch: Any = None,
 ) -> tuple[RunRecord, Path]:
     """Run one case and write its record atomically; returns (record, path).
 
@@ -171,7 +174,8 @@ def run_case(
     (the matrix shows it as "not supported"); a case its optimizer's `check` refuses
     (UsageError, before any LM call) ends in a `failed` record whose error is
     `refused: <reason>` and whose `details.refused` is the reason; everything after
-    that ends in a written record, `failed` or not.
+    that ends in a written record, `failed` or not. `watch` (a `progress.CaseProgress`)
+    is told the plan and each phase, and shows the gateway's counts live.
     """
     spec = optimizer.spec
     if not spec.supports(request.mode):
@@ -194,6 +198,9 @@ def run_case(
     native = spec.native_executor
     others = [name for name in (executor_names() if executors is None else executors)
               if name != native]
+    done.watch = watch
+    if watch is not None:
+        watch.begin(_plan(optimizer, request, native, others), usage, request.scope)
 
     def evaluate(prompt: OptimizedPrompt, phase: str, executor: str,
                  options: Mapping[str, Any] | None) -> tuple[ItemResult, ...]:
@@ -261,6 +268,9 @@ def run_case(
         log.debug("%s", traceback.format_exc())
     except KeyboardInterrupt as exc:  # still leave a record of what was finished
         error, interrupted = "interrupted (KeyboardInterrupt)", exc
+    finally:
+        if watch is not None:
+            watch.end()
     elapsed = time.perf_counter() - t0
 
     usage_by_phase, usage_error = _read_usage(usage)
@@ -317,8 +327,24 @@ def _lm_diagnostics(request: OptimizeRequest) -> dict[str, Any]:
     return out
 
 
+def _plan(optimizer: Optimizer, request: OptimizeRequest, native: str,
+          others: Sequence[str]) -> list[PlannedPhase]:
+    """What each phase plans to spend: one call per test item per evaluation (retries and
+    fallbacks come on top), and the optimize phase's `planned_calls` where it can say."""
+    n = len(request.splits.test)
+    planned, approx = planned_optimize_calls(optimizer, request)
+    plan = [PlannedPhase("baseline_eval", n), PlannedPhase("optimize", planned, approx),
+            PlannedPhase("test_eval", n)]
+    for name in others:
+        phases = eval_phases(name, native=False)
+        plan += [PlannedPhase(phases["baseline"], n), PlannedPhase(phases["optimized"], n)]
+    return plan
+
+
 def _timed(done: _Progress, phase: str, fn: Callable[[], Any]) -> Any:
     done.phase = phase
+    if done.watch is not None:
+        done.watch.phase(phase)
     start = time.perf_counter()
     try:
         return fn()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -182,7 +183,8 @@ class ForwardResponder:
             raise UpstreamFailure(
                 f"upstream LM unreachable after {attempts} attempts ({type(exc).__name__})",
                 status=None, attempts=attempts) from None
-        return self._reply(response)
+        reply = self._reply(response)
+        return replace(reply, attempts=attempts) if attempts > 1 else reply
 
     def _reply(self, response: httpx.Response) -> Reply:
         status = response.status_code

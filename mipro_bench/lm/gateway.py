@@ -82,6 +82,10 @@ class GatewayHandle:
         """Token limits applied and request shapes downgraded so far (GET /diagnostics)."""
         return self.gateway.diagnostics()
 
+    def retries(self, optimizer: str | None = None) -> dict[str, dict[str, int]]:
+        """{optimizer: {phase: upstream retries}} the gateway made so far (forwarding only)."""
+        return self.gateway.ledger.retries(optimizer)
+
     def reset_usage(self, optimizer: str | None = None) -> None:
         self.gateway.ledger.reset(optimizer)
 

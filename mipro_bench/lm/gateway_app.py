@@ -183,12 +183,14 @@ class Gateway:
                 return Reply(exc.status, exc.body), Counted()
             return _error_reply(exc.status, str(exc)), Counted()
         except UpstreamFailure as exc:
+            self.ledger.record_retries(optimizer, phase, exc.attempts - 1)
             return _error_reply(502, str(exc), "upstream_error"), Counted()
         except Exception:
             # A bug in the policy, not the client's fault: say so plainly (no traceback out).
             log.exception("LM responder failed on a well-formed request")
             return _error_reply(500, "the LM gateway's responder failed on this request; "
                                      "see the gateway log", "server_error"), Counted()
+        self.ledger.record_retries(optimizer, phase, reply.attempts - 1)
         return await self._account(reply, optimizer, phase, knobs)
 
     def _replayed(self, entry: JournalEntry, optimizer: str, phase: str) -> Reply:

@@ -39,6 +39,8 @@ class Reply:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+    # Upstream attempts it took (a forwarder's retries); never sent to the client.
+    attempts: int = field(default=1, compare=False)
 
 
 class Responder(Protocol):

@@ -60,6 +60,7 @@ class UsageLedger:
         self._lock = threading.Lock()
         self._clock = clock
         self._counts: dict[str, dict[str, _Counter]] = {}
+        self._retries: dict[str, dict[str, int]] = {}
 
     def _counter(self, optimizer: str, phase: str) -> _Counter:
         return self._counts.setdefault(optimizer, {}).setdefault(phase, _Counter())
@@ -78,6 +79,20 @@ class UsageLedger:
             c.output_tokens += output_tokens
             if cost_usd is not None:
                 c.cost_usd = (c.cost_usd or 0.0) + cost_usd
+
+    def record_retries(self, optimizer: str, phase: str, retries: int) -> None:
+        """Upstream retries the gateway made for one call (its forwarder's backoff)."""
+        if retries > 0:
+            with self._lock:
+                self._retries.setdefault(optimizer, {})
+                self._retries[optimizer][phase] = self._retries[optimizer].get(phase, 0) + retries
+
+    def retries(self, optimizer: str | None = None) -> dict[str, dict[str, int]]:
+        """{optimizer: {phase: upstream retries}} so far. Kept beside, not in, the usage
+        (records carry what was spent; retries are how the live run is going)."""
+        with self._lock:
+            return {opt: dict(phases) for opt, phases in self._retries.items()
+                    if optimizer is None or opt == optimizer}
 
     def record_error(self, optimizer: str, phase: str) -> None:
         with self._lock:
@@ -119,8 +134,10 @@ class UsageLedger:
         with self._lock:
             if optimizer is None:
                 self._counts.clear()
+                self._retries.clear()
             else:
                 self._counts.pop(optimizer, None)
+                self._retries.pop(optimizer, None)
 
 
 def usage_to_json(usage: Mapping[str, Mapping[str, PhaseUsage]]) -> dict[str, Any]:

@@ -367,6 +367,18 @@ class DSPyGEPA:
         """Refuse a budget or mode GEPA cannot run, before the runner spends any LM call."""
         self.plan(request)
 
+    def planned_calls(self, request: OptimizeRequest) -> int | None:
+        """About how many LM calls the optimize phase spends (for live progress only):
+        max_metric_calls task-model calls plus about one reflection call per accepted
+        iteration (2b + V metric calls each; see benchmarks/matrix.toml). None for
+        max_full_evals or a preset."""
+        plan = self.plan(request)
+        if plan.max_metric_calls is None:
+            return None
+        val = len(request.splits.val)
+        per_iteration = 2 * plan.reflection_minibatch_size + val
+        return plan.max_metric_calls + max(0, plan.max_metric_calls - val) // per_iteration
+
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
         import dspy
 

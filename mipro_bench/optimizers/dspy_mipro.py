@@ -233,6 +233,24 @@ def plan_mipro(
     )
 
 
+def estimate_mipro_calls(plan: MiproPlan, *, train_size: int, val_size: int) -> int | None:
+    """MIPROv2's optimize-phase LM calls, estimated (see benchmarks/matrix.toml): the search
+    (V * (T + 1) without minibatching; T minibatches plus a full evaluation every
+    `minibatch_full_eval_steps` with it), about 10 bootstrap calls per demo set beyond the
+    first two (capped by the train split) and N + 13 proposer calls. None for an `auto`
+    preset (DSPy picks T and N itself)."""
+    if plan.num_trials is None or plan.num_candidates is None:
+        return None
+    trials, candidates = plan.num_trials, plan.num_candidates
+    if plan.minibatch:
+        search = trials * plan.minibatch_size + (
+            trials // max(1, plan.minibatch_full_eval_steps) + 1) * val_size
+    else:
+        search = val_size * (trials + 1)
+    bootstrap = min(train_size, 10 * max(0, candidates - 2))
+    return search + bootstrap + candidates + 13
+
+
 # --- the DSPy program (built by the DSPy-program executor) -----------------------------
 
 
@@ -449,6 +467,11 @@ class DSPyMIPROv2:
     def check(self, request: OptimizeRequest) -> None:
         """Refuse a budget MIPROv2 would misread, before the runner spends any LM call."""
         self.plan(request)
+
+    def planned_calls(self, request: OptimizeRequest) -> int | None:
+        """About how many LM calls the optimize phase spends (for live progress only)."""
+        return estimate_mipro_calls(self.plan(request), train_size=len(request.splits.train),
+                                    val_size=len(request.splits.val))
 
     def optimize(self, request: OptimizeRequest) -> OptimizeOutcome:
         import dspy

@@ -546,6 +546,12 @@ class SynthMIPRO:
                     raise UsageError(f"the Synth backend at {url} needs SYNTH_API_KEY")
                 check_backend_reachable(url, key)
 
+    def planned_calls(self, request: OptimizeRequest) -> int | None:
+        """About how many LM calls the optimize phase spends through the gateway (for live
+        progress only): its rollouts plus about one proposer call per candidate."""
+        settings = self.job_settings(request)
+        return settings.rollouts + settings.num_candidates
+
     def _check_static(self, request: OptimizeRequest) -> None:
         if request.mode != "instruction_only":
             raise NotSupported("Synth MIPRO (synth-ai 0.7.3) optimizes instructions only: "

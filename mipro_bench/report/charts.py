@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Sequence
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from mipro_bench.compare import Comparison, Row
+from mipro_bench.results import TrajectoryPoint
 
 TOP_INTENTS = 30
 _RC = {
@@ -81,8 +83,43 @@ def accuracy_chart(comparison: Comparison) -> str | None:
         return _svg(fig, "Test accuracy: baseline vs optimized prompt")
 
 
+def point_kind(point: TrajectoryPoint) -> str:
+    """"minibatch" for a score on a training minibatch (Synth MIPRO labels them
+    "... (minibatch)"), "online" for an online reward, else "val" (a validation / full
+    evaluation: MIPROv2's full evals, GEPA's val scores, Synth's "(val)" points)."""
+    label = point.label.strip().lower()
+    for kind in ("minibatch", "online"):
+        if label.endswith(f"({kind})"):
+            return kind
+    return "val"
+
+
+def best_so_far(points: Sequence[TrajectoryPoint]) -> list[tuple[int, float]]:
+    """(LM calls, best validation score so far): only comparable points, never falling."""
+    out: list[tuple[int, float]] = []
+    best: float | None = None
+    for p in sorted(points, key=lambda p: p.lm_calls):
+        if point_kind(p) != "val":
+            continue
+        best = p.score if best is None else max(best, p.score)
+        out.append((p.lm_calls, best))
+    return out
+
+
+MINIBATCH_LABEL = "training minibatch score (not validation)"
+
+
 def trajectory_chart(comparison: Comparison) -> str | None:
-    """Each optimizer's own best score against the LM calls it had spent (every seed)."""
+    """Each optimizer's best validation score so far against the LM calls it had spent
+    (every seed; a step line that never falls), with its training-minibatch scores drawn
+    apart as hollow markers: a minibatch score is not a validation score."""
+    with matplotlib.rc_context(_RC):
+        fig = trajectory_figure(comparison)
+        return None if fig is None else _svg(fig, "Score vs budget curves")
+
+
+def trajectory_figure(comparison: Comparison) -> Figure | None:
+    """The figure of `trajectory_chart` (tests read its lines and markers)."""
     rows = [r for r in comparison.rows if any(s.trajectory for s in r.seeds)]
     if not rows:
         return None
@@ -92,22 +129,32 @@ def trajectory_chart(comparison: Comparison) -> str | None:
         colors = matplotlib.colormaps["tab10"]
         for i, row in enumerate(rows):
             color = colors(i % 10)
-            first = True
+            first, first_mb = True, True
             for seed in row.seeds:
                 if not seed.trajectory:
                     continue
-                xs = [p.lm_calls for p in seed.trajectory]
-                ys = [p.score * 100 for p in seed.trajectory]
-                ax.step(xs, ys, where="post", color=color, marker="o", markersize=3,
-                        linewidth=1.5, alpha=0.9 if first else 0.5,
-                        label=_label(row.label) if first else None)
-                first = False
+                best = best_so_far(seed.trajectory)
+                if best:
+                    ax.step([x for x, _ in best], [y * 100 for _, y in best], where="post",
+                            color=color, marker="o", markersize=3, linewidth=1.5,
+                            alpha=0.9 if first else 0.5,
+                            label=f"{_label(row.label)}: best validation so far"
+                            if first else None)
+                    first = False
+                minibatch = [p for p in seed.trajectory if point_kind(p) == "minibatch"]
+                if minibatch:
+                    ax.scatter([p.lm_calls for p in minibatch], [p.score * 100 for p in minibatch],
+                               marker="^", s=18, facecolors="none", edgecolors=color,
+                               linewidths=0.9, alpha=0.8,
+                               label=f"{_label(row.label)}: {MINIBATCH_LABEL}"
+                               if first_mb else None)
+                    first_mb = False
         ax.set_xlabel("LM calls spent by the optimizer")
-        ax.set_ylabel("optimizer's own best score (%)")
-        ax.set_title("Score vs budget (the optimizer's own validation score, not test accuracy)")
+        ax.set_ylabel("optimizer's own score (%)")
+        ax.set_title("Score vs budget: each optimizer's own scores, not test accuracy")
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, fontsize=8)
         ax.grid(alpha=0.3)
-        return _svg(fig, "Score vs budget curves")
+        return fig
 
 
 def intent_chart(comparison: Comparison, top: int = TOP_INTENTS) -> str | None:
