@@ -28,7 +28,7 @@ from mipro_bench.argtypes import (  # noqa: F401  (the scripts import these from
     usable_results_dir,
 )
 from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
-from mipro_bench.continuity import Continuity, run_or_reuse
+from mipro_bench.continuity import Continuity, record_scopes, run_or_reuse
 from mipro_bench.data import Splits, load_banking77, make_splits
 from mipro_bench.errors import UserError
 from mipro_bench.harness import Harness
@@ -222,7 +222,7 @@ def run_optimizer(
             endpoint=gateway.endpoint, results_dir=args.results_dir, workdir=Path(workdir),
             harness=harness, progress=say, resume=continuity.resume, say=say,
             usage=None, watch=watch)
-    saved = continuity.save_recording(args.results_dir, {str(record.details.get("scope"))})
+    saved = continuity.save_recording(args.results_dir, record_scopes(record))
     if saved is not None:
         err.print(f"recording: {saved}", highlight=False, soft_wrap=True)
     if record.details.get("refused"):

@@ -126,6 +126,18 @@ class Continuity:
         return mine.save(self.record)
 
 
+def record_scopes(record: RunRecord) -> set[str]:
+    """Every gateway scope a record's LM calls were counted under: the case's own and the
+    shared baseline evaluations it used (`details.shared_baseline`)."""
+    scopes = {str(record.details["scope"])} if record.details.get("scope") else set()
+    for shared in (record.details.get("shared_baseline") or {}).values():
+        under = shared.get("counted_under") if isinstance(shared, dict) else None
+        scope = under.get("scope") if isinstance(under, dict) else None
+        if scope:
+            scopes.add(str(scope))
+    return scopes
+
+
 # --- case keys and reuse -------------------------------------------------------------------
 
 

@@ -107,6 +107,9 @@ def eval_phases(executor: str, native: bool) -> dict[str, str]:
     return {"baseline": f"baseline_eval:{executor}", "optimized": f"test_eval:{executor}"}
 
 
+SHARED_PHASE = "baseline_eval"  # the phase of a shared baseline, under its own scope
+
+
 def baseline_key(executor: str, options: Mapping[str, Any] | None,
                  request: OptimizeRequest) -> str:
     """What a baseline evaluation's results depend on: the executor and the options that
@@ -120,7 +123,9 @@ def baseline_key(executor: str, options: Mapping[str, Any] | None,
     parts = {
         "executor": executor, "format": fmt, "test": request.splits.test.digest,
         "labels": list(request.splits.labels),
-        "lm": [s.backend, s.model, s.base_url, s.temperature, s.max_tokens, s.replayed_from],
+        # Not the recording a replay answers from: a replay must name the same evaluation
+        # (and find its scope in the recording) as the live run it reproduces.
+        "lm": [s.backend, s.model, s.base_url, s.temperature, s.max_tokens],
         "prompt": [BASELINE_PROMPT.instruction, [repr(d) for d in BASELINE_PROMPT.demos]],
     }
     blob = json.dumps(parts, sort_keys=True, default=repr).encode()
@@ -213,12 +218,19 @@ def run_case(
         if request.harness is None:
             return evaluate(BASELINE_PROMPT, phase, executor, options)
         key = baseline_key(executor, options, request)
+        # Counted under a scope of its own, named by what it depends on (not by the case
+        # that happens to run first), so its journal is found again on --resume and in a
+        # recording whatever the order of cases or workers.
+        shared_scope = f"baseline-{executor}-{key[:12]}"
 
         def compute() -> SharedEvaluation:
-            items = evaluate(BASELINE_PROMPT, phase, executor, options)
-            got, _ = _read_usage(usage)
-            return SharedEvaluation(items=items, scope=request.scope, phase=phase,
-                                    usage=got.get(phase), key=key)
+            shared_request = replace(request, scope=shared_scope, usage=None)
+            items = score(BASELINE_PROMPT, splits.test, shared_request, SHARED_PHASE,
+                          executor=executor, options=options,
+                          max_item_error_rate=max_item_error_rate)
+            got, _ = _read_usage(shared_request.read_usage)
+            return SharedEvaluation(items=items, scope=shared_scope, phase=SHARED_PHASE,
+                                    usage=got.get(SHARED_PHASE), key=key)
 
         progress.shared, progress.reused = request.harness.shared_baseline(key, compute)
         return progress.shared.items
@@ -275,7 +287,9 @@ def run_case(
 
     usage_by_phase, usage_error = _read_usage(usage)
     for progress in done.executors.values():  # a reused baseline: its usage, copied
-        if progress.reused and progress.shared is not None and progress.shared.usage:
+        if progress.shared is not None and progress.shared.usage:
+            # Every case shows what scoring the baseline costs, in its own phase name; the
+            # calls were made once, under the shared scope (details.shared_baseline).
             usage_by_phase[progress.phases["baseline"]] = progress.shared.usage
     usage_by_phase = dict(sorted(usage_by_phase.items(), key=lambda kv: _phase_rank(kv[0])))
     path = result_path(Path(results_dir), spec.slug)
@@ -486,7 +500,7 @@ def _by_executor(done: _Progress, usage: dict[str, PhaseUsage]) -> dict[str, Exe
             shared = {"key": progress.shared.key, "reused": progress.reused,
                       "counted_under": {"scope": progress.shared.scope,
                                         "phase": progress.shared.phase},
-                      "usage_copied": progress.reused and progress.shared.usage is not None}
+                      "usage_copied": progress.shared.usage is not None}
         out[name] = ExecutorScores(
             native=progress.native,
             baseline_per_item=progress.baseline or (),

@@ -173,7 +173,9 @@ class MiproSession:
         (so a report bug cannot lose the recording of a paid run)."""
         if self.continuity is None or self.continuity.record is None:
             return
-        scopes = {str(r.details.get("scope")) for r in self.records if r.details.get("scope")}
+        from mipro_bench.continuity import record_scopes
+
+        scopes = set().union(*(record_scopes(r) for r in self.records))
         saved = self.continuity.save_recording(self.results_dir, scopes)
         if saved is not None:
             self.written["recording"] = saved

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.integration
 NO_SIM = ["--", "-p", "tests.no_sim_plugin"]  # the simulated LM cannot load or answer
 
 
+def baseline_phase(record: dict[str, Any], executor: str) -> str:
+    """The usage phase a record shows an executor's baseline evaluation under."""
+    native = record["details"].get("executor") == executor
+    return "baseline_eval" if native else f"baseline_eval:{executor}"
+
+
 def same_outcome(record: dict[str, Any]) -> dict[str, Any]:
     """What a replay must reproduce: per-item results, prompts, trajectory, usage counts."""
     return {
@@ -63,9 +69,19 @@ def test_replay_reproduces_the_recorded_comparison_with_no_lm(recorded: Recorded
     lines = gzip.decompress(recorded.recording.read_bytes()).splitlines()
     header = json.loads(lines[0])
     assert header["model"] == "gpt-4.1-nano" and header["lm"]["simulated"] is True
-    # Every call of every case is in the recording, once (each call is its own key).
-    assert header["entries"] == len(lines) - 1 == sum(calls(r) for r in originals.values())
-    assert header["scopes"] == len(originals)
+    # Every call of every case is in the recording, once (each call is its own key): a
+    # case's own calls, and each shared baseline evaluation once (every case that used it
+    # shows a copy of its usage; details.shared_baseline says under which scope it ran).
+    shared = {info["counted_under"]["scope"]: (r, executor)
+              for r in originals.values()
+              for executor, info in (r["details"].get("shared_baseline") or {}).items()}
+    copied = sum(r["usage"][baseline_phase(r, executor)]["calls"]
+                 for r in originals.values()
+                 for executor in (r["details"].get("shared_baseline") or {}))
+    once = sum(r["usage"][baseline_phase(r, executor)]["calls"] for r, executor in shared.values())
+    total = sum(calls(r) for r in originals.values()) - copied + once
+    assert header["entries"] == len(lines) - 1 == total
+    assert header["scopes"] == len(originals) + len(shared)
 
     # The knob works: with it, a live run cannot even start its LM.
     live = run(tmp_path / "live", real_data_dir, "--all", *SMALL, *NO_SIM)
