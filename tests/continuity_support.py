@@ -163,8 +163,20 @@ def kill_at(results: Path, data_dir: Path, scope: str, phase: str, lines: int,
     return snapshot
 
 
+def shared_phases(record: dict[str, Any]) -> set[str]:
+    """Phases whose usage is a copy of a shared baseline evaluation (run once, under a scope
+    of its own: details.shared_baseline), not calls of the case's own scope."""
+    out = set()
+    for executor in record["details"].get("shared_baseline") or {}:
+        native = record["details"].get("executor") == executor
+        out.add("baseline_eval" if native else f"baseline_eval:{executor}")
+    return out
+
+
 def replayed(record: dict[str, Any]) -> int:
-    return sum(u.get("replayed_calls", 0) for u in record["usage"].values())
+    """Calls of the case's own scope answered from its journal (shared baselines apart)."""
+    skip = shared_phases(record)
+    return sum(u.get("replayed_calls", 0) for p, u in record["usage"].items() if p not in skip)
 
 
 def calls(record: dict[str, Any]) -> int:

