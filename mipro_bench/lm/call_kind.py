@@ -59,17 +59,22 @@ def call_kind(body: Mapping[str, Any]) -> CallKind:
     return "answer"
 
 
-def capped(body: dict[str, Any], limit: int) -> tuple[dict[str, Any], bool]:
+def capped(body: dict[str, Any], limit: int, *, legacy_field: bool = False,
+           ) -> tuple[dict[str, Any], bool]:
     """`body` with its completion-token limit at most `limit` (set when absent); and whether
-    the client's own limit was lowered."""
+    the client's own limit was lowered. `legacy_field`: also set `max_tokens` when the
+    client sent only `max_completion_tokens` (litellm does for OpenAI-looking names), for
+    servers that read only the older field: llama-cpp-python ignores the newer one and
+    generates up to its context size (a SmolLM2 proposer call then ran for minutes)."""
     present = [f for f in TOKEN_FIELDS if isinstance(body.get(f), int)
                and not isinstance(body.get(f), bool)]
     if not present:
         return {**body, "max_tokens": limit}, False
     lowered = any(body[f] > limit for f in present)
-    if not lowered:
-        return body, False
-    return {**body, **{f: min(body[f], limit) for f in present}}, True
+    out = {**body, **{f: min(body[f], limit) for f in present}} if lowered else body
+    if legacy_field and "max_tokens" not in present:
+        out = {**out, "max_tokens": out["max_completion_tokens"]}
+    return out, lowered
 
 
 def is_truncated(response: Mapping[str, Any]) -> bool:

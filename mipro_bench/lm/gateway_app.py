@@ -173,7 +173,8 @@ class Gateway:
             kind = call_kind(body)
             limit = self.token_limits.get(kind, self.token_limits.get("answer"))
             if limit is not None:
-                body, lowered = capped(body, limit)
+                body, lowered = capped(body, limit, legacy_field=self.responder.backend
+                                       not in ("openai", "sim"))
                 if lowered:
                     self.calls_capped[kind] = self.calls_capped.get(kind, 0) + 1
         try:
