@@ -97,9 +97,12 @@ class Continuity:
         if self.recording is None:
             return settings
         recorded = self.recording.settings()
+        # What this command asks of every request (sampling, token limits) stays the
+        # command's: a replay must send the requests the recorded run sent.
         return dataclasses.replace(
             recorded, replayed_from=str(self.replay), temperature=settings.temperature,
-            max_tokens=settings.max_tokens)
+            max_tokens=settings.max_tokens, token_limits=settings.token_limits,
+            prices_per_mtok=settings.prices_per_mtok)
 
     def gateway_kwargs(self, results_dir: Path) -> dict[str, Any]:
         """The journal and replay arguments of `start_gateway` for this run."""

@@ -347,9 +347,13 @@ def is_deterministic(record: RunRecord) -> bool:
     return record.lm.simulated or record.lm.replayed_from is not None
 
 
-def preflight(baseline: Sequence[RunRecord], checks: Sequence[Check]) -> None:
-    """Refuse, before any case runs, a baseline these checks cannot use (one line)."""
-    if any(isinstance(c, Exact) for c in checks):
+def preflight(baseline: Sequence[RunRecord], checks: Sequence[Check], *,
+              replaying: bool = False) -> None:
+    """Refuse, before any case runs, a baseline these checks cannot use (one line).
+
+    `replaying`: this run answers from a recording, so it repeats exactly even when the
+    baseline (the recorded live run) was a real model: exact gating is what it is for."""
+    if any(isinstance(c, Exact) for c in checks) and not replaying:
         for old in baseline:
             if not is_deterministic(old):
                 raise GateError(_not_deterministic("the baseline", old))
@@ -377,7 +381,8 @@ def evaluate(
     *, alpha: float = DEFAULT_ALPHA, selection: Selection | None = None,
 ) -> GateOutcome:
     """Apply every check to every case both runs have, and the disappearance rule."""
-    preflight(baseline, thresholds)
+    preflight(baseline, thresholds,
+              replaying=bool(current) and all(r.lm.replayed_from for r in current))
     old_by_case = {r.case_id: r for r in baseline}
     if current and baseline and not any(r.case_id in old_by_case for r in current):
         # The case id names the model, so a baseline from another model shares no case with

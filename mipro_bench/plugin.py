@@ -94,6 +94,7 @@ def pytest_configure(config: pytest.Config) -> None:
                    "unless its path is named or --mipro-perf is given")
     opt = config.getoption
     try:
+        continuity = BenchOptions.from_pytest(config).continuity()  # a bad --replay: now
         session = MiproSession.from_options(
             results_dir=Path(opt("mipro_results_dir")),
             compare=opt("mipro_compare"),
@@ -101,8 +102,8 @@ def pytest_configure(config: pytest.Config) -> None:
             save_baseline=opt("mipro_save_baseline"),
             floors=opt("mipro_floors"),
             compare_alpha=opt("mipro_compare_alpha"),
+            replaying=continuity.replay is not None,
         )
-        continuity = BenchOptions.from_pytest(config).continuity()  # a bad --replay: now
         choice = matrix_choice(lambda dest: opt("mipro_" + dest), continuity)
         if choice.path is not None or choice.overrides:
             config.stash[MATRIX_KEY] = choice.load()  # what the user typed is checked now

@@ -76,6 +76,7 @@ class MiproSession:
         save_baseline: str | None,
         floors: str = "auto",
         compare_alpha: str | float | None = None,
+        replaying: bool = False,
     ) -> MiproSession:
         """Raises GateError for a bad gate expression or an unreadable baseline, before any
         case runs."""
@@ -91,7 +92,7 @@ class MiproSession:
         baseline_path = resolve_baseline_path(compare, results_dir) if compare else None
         baseline = load_baseline_records(baseline_path) if baseline_path else []
         try:
-            preflight(baseline, thresholds)
+            preflight(baseline, thresholds, replaying=replaying)
         except GateError as exc:
             raise GateError(f"{exc} (baseline {baseline_path})") from None
         return cls(

@@ -26,12 +26,15 @@ MATRIX = DATA / "matrix.toml"
 RECORDING = DATA / "smollm2.recording.gz"
 RECORDED_COMPARISON = DATA / "smollm2.comparison.json"
 REAL_PANEL = ["--train-size", "10", "--val-size", "5", "--test-size", "20"]
+# SmolLM2 rambles to whatever limit it is given (~65 tokens/s on 2 cores): short limits keep
+# the run in CI's budget; an intent name and DSPy's field markers fit in 48 tokens.
+REAL_LIMITS = ["--max-tokens", "answer=48,tool_call=48,proposer=96,reflection=128"]
 
 
 def comparison(*args: str, data_dir: Path, timeout: float) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(REPO / "run_comparison.py"), "--all", "--matrix", str(MATRIX),
-         *REAL_PANEL, "--floors", "off", *args],
+         *REAL_PANEL, *REAL_LIMITS, "--floors", "off", *args],
         cwd=REPO, env=clean_env(data_dir), capture_output=True, text=True, timeout=timeout)
 
 
@@ -78,8 +81,14 @@ def test_the_committed_real_model_recording_replays_exactly(real_data_dir: Path,
                       "--compare", str(RECORDED_COMPARISON), "--compare-fail", "exact",
                       data_dir=real_data_dir, timeout=600)
     output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-4000:]
-    assert "no regressions (exact)" in output
-    for record in only_json(results)["records"]:
+    # SmolLM2 junk makes MIPROv2's proposer fail in the recorded run: the replay fails that
+    # case the same way (exit 1), and the exact gate finds nothing changed.
+    assert done.returncode in (0, 1), output[-4000:]
+    assert "no regressions (exact)" in output, output[-4000:]
+    recorded = {r["case_id"]: r["status"] for r in
+                json.loads(RECORDED_COMPARISON.read_text(encoding="utf-8"))["records"]}
+    replayed = only_json(results)["records"]
+    assert {r["case_id"]: r["status"] for r in replayed} == recorded
+    for record in replayed:
         assert record["lm"]["replayed_from"]
         assert all(u["replayed_calls"] == u["calls"] for u in record["usage"].values())
