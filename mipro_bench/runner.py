@@ -289,8 +289,13 @@ def run_case(
     for progress in done.executors.values():  # a reused baseline: its usage, copied
         if progress.shared is not None and progress.shared.usage:
             # Every case shows what scoring the baseline costs, in its own phase name; the
-            # calls were made once, under the shared scope (details.shared_baseline).
-            usage_by_phase[progress.phases["baseline"]] = progress.shared.usage
+            # calls were made once, under the shared scope (details.shared_baseline). The LM
+            # time belongs to the case that ran it only: a reusing case spent none, and the
+            # session's time split must not count it twice.
+            shared_usage = progress.shared.usage
+            if progress.reused:
+                shared_usage = replace(shared_usage, lm_seconds=0.0, lm_busy_seconds=0.0)
+            usage_by_phase[progress.phases["baseline"]] = shared_usage
     usage_by_phase = dict(sorted(usage_by_phase.items(), key=lambda kv: _phase_rank(kv[0])))
     path = result_path(Path(results_dir), spec.slug)
     artifacts = _keep_artifacts(done.outcome, path)
