@@ -38,6 +38,7 @@ pytest_plugins = [
     "mipro_bench.fixtures.servers",
     "mipro_bench.fixtures.progress",
     "mipro_bench.fixtures.cases",
+    "mipro_bench.fixtures.respx_sim",
 ]
 
 SESSION_KEY = pytest.StashKey[MiproSession]()

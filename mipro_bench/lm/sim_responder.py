@@ -60,6 +60,10 @@ class SimResponder:
     async def complete(self, body: dict[str, Any]) -> Reply:
         # Inline on the event loop: the policy is fast pure Python, and a thread hop
         # would cost more than it saves on two cores.
+        return self.complete_now(body)
+
+    def complete_now(self, body: dict[str, Any]) -> Reply:
+        """The same answer, synchronously (the respx router calls it from any client)."""
         try:
             response = self._policy.complete(body)
         except self._request_error as exc:
