@@ -211,10 +211,11 @@ def run_optimizer(
 
         def say(message: str) -> None:
             line = f"  {message}"
+            # soft_wrap: a piped line is never cut at 80 columns (file names in two halves)
             if watch is None:
-                err.print(line, highlight=False)
+                err.print(line, highlight=False, soft_wrap=True)
             else:
-                watch.say(line, lambda text: err.print(text, highlight=False))
+                watch.say(line, lambda text: err.print(text, highlight=False, soft_wrap=True))
 
         record, path = run_or_reuse(
             spec=spec, options=dict(options or {}), budget=parsed_budget, mode=mode,

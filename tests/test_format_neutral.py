@@ -179,7 +179,11 @@ def test_every_executor_scores_both_prompts_under_its_own_phases(
 
 
 def test_the_baseline_is_scored_once_per_executor_and_shared(
-        splits: Splits, tmp_path: Path, fakes: dict[str, type]) -> None:
+        splits: Splits, tmp_path: Path, fakes: dict[str, type],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The shared evaluation's usage is read under its own scope from the gateway.
+    monkeypatch.setattr(LMEndpoint, "usage", lambda self, optimizer=None, **_: {
+        optimizer: {"baseline_eval": PhaseUsage(calls=6)}})
     with Harness(splits) as harness:
         first, _ = run_case(_Optimizer(), _request(splits, tmp_path, "c1", harness),
                             results_dir=tmp_path / "r")
@@ -189,8 +193,14 @@ def test_the_baseline_is_scored_once_per_executor_and_shared(
     assert ("c2", "baseline_eval:two") not in fakes["two"].calls
     assert second.results.baseline_per_item == first.results.baseline_per_item
     shared = second.details["shared_baseline"]["one"]
-    assert shared["reused"] and shared["counted_under"] == {"scope": "c1",
-                                                            "phase": "baseline_eval"}
+    # It ran once, under a scope of its own (named by what it depends on, not by the case
+    # that ran first), so a journal or a recording finds it whatever the order of cases.
+    under = shared["counted_under"]
+    assert shared["reused"] and under["phase"] == "baseline_eval"
+    assert under["scope"].startswith("baseline-one-")
+    assert first.details["shared_baseline"]["one"]["counted_under"] == under
+    assert [c for c in fakes["one"].calls if c[1] == "baseline_eval"] == [
+        (under["scope"], "baseline_eval")]
     assert first.details["shared_baseline"]["one"]["reused"] is False
     # The reusing record still says what scoring the baseline costs (a copy, flagged).
     assert second.usage["baseline_eval"].calls == first.usage["baseline_eval"].calls
