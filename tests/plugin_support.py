@@ -92,6 +92,23 @@ def _summed_cost(key: str, value: Any) -> Any:
     return value
 
 
+def _results_without_sharing_order(results: dict[str, Any]) -> dict[str, Any]:
+    """Results minus which case happened to run a shared baseline first (`reused`): under
+    xdist each worker runs its own, serially the first case does; the evaluation, its scope
+    and its items are the same either way and stay compared."""
+    out = dict(results)
+    by = {}
+    for name, scores in (results.get("by_executor") or {}).items():
+        shared = scores.get("baseline_shared")
+        if isinstance(shared, dict):
+            scores = {**scores, "baseline_shared": {k: v for k, v in shared.items()
+                                                    if k != "reused"}}
+        by[name] = scores
+    if by:
+        out["by_executor"] = by
+    return out
+
+
 def scores_of(record: dict[str, Any]) -> dict[str, Any]:
     """What a deterministic rerun must reproduce exactly: everything but clocks and paths."""
     usage = {phase: {k: _summed_cost(k, v) for k, v in u.items() if not k.startswith("lm_")}
@@ -105,7 +122,7 @@ def scores_of(record: dict[str, Any]) -> dict[str, Any]:
             if k not in ("num_threads", "max_concurrent", "eval_concurrency")}},
         "lm": record["lm"],
         "data": record["data"],
-        "results": record["results"],
+        "results": _results_without_sharing_order(record["results"]),
         "optimized_prompt": record["optimized_prompt"],
         "trajectory": record["trajectory"],
         "usage": usage,
