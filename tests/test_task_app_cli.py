@@ -100,7 +100,12 @@ def test_serves_until_interrupted(tmp_path: Path) -> None:
                               trust_env=False)
         assert response.status_code == 200, response.text
         details = response.json()["reward_info"]["details"]
-        assert details["prediction"] is not None and details["error"] is None
+        # The default (simulated) LM answered: an answer and the rule's verdict on it, no
+        # error. It may be prose the rule cannot parse (the simulated LM drifts unless the
+        # instruction pins the format), so the prediction itself may be None.
+        assert details["error"] is None and details["raw_answer"]
+        assert details["match"] in ("exact", "normalised", "sentence", "fuzzy", "none")
+        assert (details["prediction"] is None) == (details["match"] == "none")
     finally:
         proc.send_signal(signal.SIGINT)
         try:
