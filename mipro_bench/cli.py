@@ -13,7 +13,6 @@ import argparse
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,11 +73,6 @@ def load_splits(args: argparse.Namespace) -> Splits:
         test_size=args.test_size,
         seed=args.data_seed,
     )
-
-
-def new_scope(slug: str, mode: str, seed: int) -> str:
-    """A gateway scope unique to one case (URL-safe), so concurrent cases never mix usage."""
-    return f"{slug}-{mode}-s{seed}-{uuid.uuid4().hex[:8]}"
 
 
 # --- display -------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ import contextlib
 import math
 import os
 import re
-import secrets
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -657,9 +656,6 @@ def validate_with_sdk(settings: JobSettings, request: OptimizeRequest,
         raise UsageError("synth-ai rejects the job config: " + one_line(Exception(message))
                          ) from None
 
-
-def new_env_api_key() -> str:
-    return f"mipro-bench-env-{secrets.token_hex(16)}"
 
 
 SPEC = OptimizerSpec(
