@@ -197,7 +197,7 @@ def run_optimizer(
     )
     with run_lm(settings, say=lambda line: err.print(line, highlight=False, soft_wrap=True),
                 **continuity.gateway_kwargs(args.results_dir)) as gateway, \
-            Harness(splits) as harness, tempfile.TemporaryDirectory(
+            Harness(splits, network=gateway.network) as harness, tempfile.TemporaryDirectory(
                 prefix="mipro-bench-") as workdir:
         label = f"{optimizer_name} {mode} seed {args.seed}"
         watch = case_progress(err, label, gateway, getattr(args, "progress", "auto"),

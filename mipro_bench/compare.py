@@ -305,6 +305,7 @@ class RunInfo:
     seeds: tuple[int, ...]
     versions: dict[str, str]
     replayed_from: tuple[str, ...] = ()  # recordings the records were answered from
+    lm_transports: tuple[str, ...] = ()  # how the LM was reached: http, respx
 
 
 @dataclass(frozen=True)
@@ -1074,6 +1075,7 @@ def _run_info(records: Sequence[RunRecord], ctx: _Ctx, generated_at: str) -> Run
         bootstrap_seed=ctx.seed,
         models=distinct(r.config.model for r in records),
         lm_backends=distinct(r.lm.backend for r in records),
+        lm_transports=distinct(r.lm.transport for r in records),
         data_sources=distinct(r.data.source for r in records),
         digests={split: distinct(r.data.digests.get(split) for r in records)
                  for split in ("train", "val", "test")},

@@ -28,6 +28,7 @@ from mipro_bench.data import Splits
 from mipro_bench.results import ItemResult, PhaseUsage
 
 if TYPE_CHECKING:
+    from mipro_bench.inprocess import InProcessNetwork
     from mipro_bench.synth_local.interceptor import Interceptor
     from task_app.server import TaskAppServer
 
@@ -58,8 +59,12 @@ class SharedEvaluation:
 class Harness:
     """Lazily started, session-scoped servers; safe to ask for from any thread."""
 
-    def __init__(self, splits: Splits, *, env_api_key: str | None = None) -> None:
+    def __init__(self, splits: Splits, *, env_api_key: str | None = None,
+                 network: InProcessNetwork | None = None) -> None:
         self.splits = splits
+        # With `--lm respx` the interceptor is mounted on the gateway's in-process network,
+        # so a task-app LM call never opens a socket after the task app.
+        self.network = network
         # The task app's ENVIRONMENT_API_KEY: one per session, handed to the app directly.
         self.env_api_key = env_api_key or f"mipro-bench-env-{secrets.token_hex(16)}"
         self._stack = contextlib.ExitStack()
@@ -88,7 +93,7 @@ class Harness:
 
     def interceptor(self) -> InterceptorServer:
         """The interceptor the suite's own task-app evaluations route through."""
-        return self.shared("interceptor", _serve_interceptor)
+        return self.shared("interceptor", lambda: _serve_interceptor(self.network))
 
     def shared_baseline(self, key: str, compute: Callable[[], SharedEvaluation],
                         ) -> tuple[SharedEvaluation, bool]:
@@ -116,12 +121,14 @@ class Harness:
 
 
 @contextlib.contextmanager
-def _serve_interceptor() -> Iterator[InterceptorServer]:
+def _serve_interceptor(network: InProcessNetwork | None) -> Iterator[InterceptorServer]:
     from mipro_bench.serving import serve_in_thread
     from mipro_bench.synth_local.interceptor import Interceptor, interceptor_app
 
     interceptor = Interceptor(timeout_s=INTERCEPTOR_TIMEOUT_S)
-    with serve_in_thread(interceptor_app(interceptor), name="interceptor") as served:
+    app = interceptor_app(interceptor)
+    with (network.mount(app, name="interceptor") if network is not None
+          else serve_in_thread(app, name="interceptor")) as served:
         yield InterceptorServer(interceptor=interceptor, url=served.url)
 
 

@@ -29,7 +29,7 @@ from mipro_bench.argtypes import (
 from mipro_bench.continuity import Continuity, ContinuityError
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
-from mipro_bench.lm.settings import DEFAULT_MODEL
+from mipro_bench.lm.settings import DEFAULT_MODEL, LM_CHOICES
 from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
 DEFAULT_TRAIN_SIZE = 100
@@ -38,7 +38,6 @@ DEFAULT_TEST_SIZE = 308  # 4 per intent: a stratified, paired panel
 DEFAULT_RESULTS_DIR = Path("results")
 PLUGIN_PREFIX = "--mipro-"
 CLI_PREFIX = "--"
-LM_CHOICES = ("sim", "openai", "local")
 
 
 @dataclass(frozen=True)
@@ -94,7 +93,8 @@ COMMON: tuple[Opt, ...] = (
         positive_int, DEFAULT_TEST_SIZE),
     Opt("data-seed", "seed of the train/val/test panel (separate from optimizer seeds)", "data",
         non_negative_int, 0),
-    Opt("lm", "LM backend; default sim unless OPENAI_API_KEY or --api-base is set", "lm",
+    Opt("lm", "LM backend; default sim unless OPENAI_API_KEY or --api-base is set (respx: "
+        "the simulated LM answered in-process, no LM socket)", "lm",
         choices=LM_CHOICES),
     Opt("api-base", "any OpenAI-compatible server (vLLM, llama.cpp, Ollama)", "lm",
         metavar="URL"),

@@ -145,6 +145,8 @@ class LMInfo:
     simulated: bool
     # The recording a replayed run was answered from (no LM called); None when live.
     replayed_from: str | None = None
+    # How the suite reached the LM: "http" (the gateway on a port) or "respx" (in-process).
+    transport: str = "http"
 
 
 @dataclass(frozen=True)

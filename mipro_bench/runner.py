@@ -462,6 +462,7 @@ def _record(
             base_url=settings.base_url,  # the upstream, never the gateway, never a key
             simulated=settings.simulated,
             replayed_from=settings.replayed_from,
+            transport=settings.transport,
         ),
         data=DataInfo(source=splits.source, digests=splits.digests()),
         results=Scores(

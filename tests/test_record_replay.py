@@ -105,6 +105,33 @@ def test_replay_reproduces_the_recorded_comparison_with_no_lm(recorded: Recorded
     assert not (tmp_path / "replay" / "journal").exists()  # a pure replay journals nothing
 
 
+def test_lm_respx_reproduces_the_served_comparison_in_process(
+        recorded: Recorded, tmp_path: Path, real_data_dir: Path) -> None:
+    """`--lm respx`: the gateway has no socket (DSPy through litellm, the task app and the
+    interceptor through httpx, all answered in-process), and the comparison is the served
+    one exactly; a strict replay of the served recording over respx finds every request in
+    it, so the two transports send the very same calls."""
+    originals = recorded.done.records()
+    live = run(tmp_path / "respx", real_data_dir, "--all", *SMALL, "--lm", "respx",
+               "--compare", str(recorded.comparison), "--compare-fail", "exact")
+    assert live.returncode == 0, live.explain()
+    assert EXACT_OK in live.output and "TRANSPORT respx" in live.output
+    assert "answered in-process through respx (no LM socket)" in live.output
+    replay = run(tmp_path / "respx-replay", real_data_dir, "--all", *SMALL, "--lm", "respx",
+                 "--replay", str(recorded.recording), "--compare", str(recorded.comparison),
+                 "--compare-fail", "exact", *NO_SIM)
+    assert replay.returncode == 0, replay.explain()
+    assert EXACT_OK in replay.output
+    for done in (live, replay):
+        records = done.records()
+        assert set(records) == set(originals)
+        for case, record in records.items():
+            assert same_outcome(record) == same_outcome(originals[case]), case
+            assert record["lm"]["transport"] == "respx"
+            assert originals[case]["lm"]["transport"] == "http"
+        assert done.comparison()["run"]["lm_transports"] == ["respx"]
+
+
 def test_a_changed_request_fails_its_case_naming_scope_phase_and_change(
         recorded: Recorded, tmp_path: Path, real_data_dir: Path) -> None:
     """--trials 3 against a recording of --trials 2: MIPROv2's third trial sends requests

@@ -38,7 +38,7 @@ def test_save_then_load_is_the_same_recording(tmp_path: Path) -> None:
                       "suite_version": "0.1.0", "model": "gpt-4.1-nano",
                       "lm": {"backend": "openai", "model": "gpt-4.1-nano",
                              "base_url": "https://api.openai.com/v1", "simulated": False,
-                             "replayed_from": None},
+                             "replayed_from": None, "transport": "http"},
                       "created": "2026-01-01T00:00:00+00:00", "entries": 7, "scopes": 1}
     loaded = Recording.load(path)
     assert loaded == recording()

@@ -114,6 +114,22 @@ def test_real_runs_carry_no_simulated_banner(real_comparison: Comparison) -> Non
     assert "SIMULATED" not in render_html(real_comparison)
 
 
+def test_only_an_in_process_transport_is_named_in_every_rendering(
+        comparison: Comparison) -> None:
+    import dataclasses
+
+    records = [dataclasses.replace(r, lm=dataclasses.replace(r.lm, transport="respx"))
+               for r in comparison.records]
+    in_process = build_comparison(records, n_resamples=10)
+    assert in_process.run.lm_transports == ("respx",)
+    for text in (render_table(in_process, width=200), render_markdown(in_process),
+                 render_html(in_process)):
+        assert "TRANSPORT respx" in text and "no LM socket" in text
+    assert comparison.run.lm_transports == ("http",)
+    for text in (render_table(comparison), render_markdown(comparison), render_html(comparison)):
+        assert "TRANSPORT" not in text
+
+
 def test_empty_comparison_renders_a_message() -> None:
     empty = build_comparison([], n_resamples=10)
     for text in (render_table(empty), render_markdown(empty), render_html(empty)):

@@ -69,6 +69,7 @@ class MainJob:
     cases: list[CaseTime]
     report: Path | None
     peak_mib: float | None = None  # the largest child process's peak RSS so far
+    results: Path | None = None
 
     @property
     def in_cases(self) -> float:
@@ -103,7 +104,8 @@ def run_main_job(results: Path, data_dir: Path, extra: list[str]) -> MainJob:
             ))
     last = (done.stdout.strip().splitlines() or [""])[-1]
     report = Path(last.removeprefix("Report: ")) if last.startswith("Report: ") else None
-    return MainJob(wall, done.returncode, done.stdout + done.stderr, cases, report, peak_mib)
+    return MainJob(wall, done.returncode, done.stdout + done.stderr, cases, report, peak_mib,
+                   results)
 
 
 def table(name: str, job: MainJob) -> list[str]:
@@ -172,3 +174,46 @@ def test_main_job_wall_time_and_lm_share(benchmark: Any, real_data_dir: Path, tm
             job.in_cases - job.lm_busy, 2)})
     with capsys.disabled():
         print("\n".join(table(name, job)))
+
+
+def outcomes(results: Path) -> dict[str, Any]:
+    """Per case: per-item results, prompt and call counts (what `--compare-fail exact` checks)."""
+    found = sorted(results.glob("comparison_*.json"))
+    records = json.loads(found[-1].read_text(encoding="utf-8"))["records"] if found else []
+    return {r["case_id"]: (r["results"], r["optimized_prompt"],
+                           {p: u["calls"] for p, u in r["usage"].items()}) for r in records}
+
+
+def test_respx_transport_against_the_served_gateway(benchmark: Any, real_data_dir: Path,
+                                                    tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """`--lm respx` (no LM socket, DSPy through litellm) against the served simulated LM:
+    the main job alternated served / respx / served / respx in one session, so both see the
+    same machine load; the records must be equal, the speed is reported as a ratio."""
+    runs: dict[str, list[MainJob]] = {"served": [], "respx": []}
+
+    def alternate() -> None:
+        for _ in range(2):
+            for name, extra in (("served", []), ("respx", ["--lm", "respx"])):
+                results = tmp_path / f"{name}-{len(runs[name])}"
+                job = run_main_job(results, real_data_dir, extra)
+                assert job.returncode == 0, job.output[-4000:]
+                runs[name].append(job)
+
+    benchmark.pedantic(alternate, rounds=1, iterations=1)
+    served, mounted = runs["served"], runs["respx"]
+    assert served[0].results is not None and mounted[0].results is not None
+    assert outcomes(served[0].results) == outcomes(mounted[0].results)
+    lines = ["\n--lm respx vs the served gateway (main job, default sizes, alternated):",
+             f"{'':<10}{'wall s':>10}{'in cases s':>12}{'LM busy s':>11}{'harness s':>11}"]
+    for name, jobs in runs.items():
+        for i, job in enumerate(jobs):
+            lines.append(f"{name + ' #' + str(i + 1):<10}{job.wall:>10.1f}{job.in_cases:>12.1f}"
+                         f"{job.lm_busy:>11.1f}{job.in_cases - job.lm_busy:>11.1f}")
+    ratio = sum(j.wall for j in mounted) / sum(j.wall for j in served)
+    cases = sum(j.in_cases for j in mounted) / sum(j.in_cases for j in served)
+    lines.append(f"respx / served: wall {ratio:.2f}x, time in cases {cases:.2f}x")
+    benchmark.extra_info.update({"respx_over_served_wall": round(ratio, 3),
+                                 "respx_over_served_cases": round(cases, 3)})
+    with capsys.disabled():
+        print("\n".join(lines))

@@ -9,8 +9,10 @@ each run therefore gets its own cache directory, or none.
 Transport (checked on dspy 3.4.1): with `api_base` set, the default engine
 ("auto" -> the vendored lm15 stdlib-socket client) posts to
 `{api_base}/chat/completions`, as does engine="litellm" (through httpx); both
-reach the gateway. litellm would fetch a price list over the network unless
-LITELLM_LOCAL_MODEL_COST_MAP is set, which importing this module does.
+reach the gateway. With `--lm respx` the gateway has no socket, so DSPy is given the
+litellm engine, whose OpenAI client is httpx (respx routes it in-process). litellm would
+fetch a price list over the network unless LITELLM_LOCAL_MODEL_COST_MAP is set, which
+importing this module does.
 """
 
 from __future__ import annotations
@@ -50,6 +52,12 @@ def make_dspy_lm(endpoint: LMEndpoint, optimizer: str, phase: str, **kw: Any) ->
         "timeout": settings.timeout_s,
     }
     params.update(kw)
+    if settings.transport == "respx":
+        params["engine"] = "litellm"  # lm15's stdlib sockets cannot be routed by respx
+        # Spelled as lm15 spells it (litellm would send `max_tokens`), so the request is the
+        # same call whichever engine sent it: same fingerprint, same simulated answer.
+        params["max_completion_tokens"] = params.pop("max_tokens")
+        params["max_tokens"] = None
     return dspy.LM(**params)
 
 

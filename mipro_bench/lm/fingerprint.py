@@ -45,9 +45,10 @@ def _normal(value: Any) -> Any:
 
 
 def canonical_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The semantically relevant part of a chat-completions body, normalized."""
+    """The semantically relevant part of a chat-completions body, normalized (`n: 1` is the
+    default: DSPy's litellm engine sends it, its lm15 engine leaves it out)."""
     return {name: _normal(body[name]) for name in SEMANTIC_FIELDS
-            if body.get(name) is not None}
+            if body.get(name) is not None and not (name == "n" and body[name] == 1)}
 
 
 def fingerprint(canonical: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.inprocess import InProcessNetwork
 from mipro_bench.lm.auth import new_token
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.lm.forwarder import ForwardResponder
@@ -55,6 +56,8 @@ class GatewayHandle:
     server: RunningServer
     gateway: Gateway
     journal_dir: Path | None = field(default=None)
+    # The respx network the gateway is mounted on (`--lm respx`); None when served on a port.
+    network: InProcessNetwork | None = field(default=None)
 
     @property
     def url(self) -> str:
@@ -113,8 +116,10 @@ def start_gateway(
     journal_dir: Path | None = None,
     replay: Recording | None = None,
     replay_mode: ReplayMode = "resume",
+    network: InProcessNetwork | None = None,
 ) -> Iterator[GatewayHandle]:
-    """Serve the gateway on host:port (0 = a free port) until the block ends.
+    """Serve the gateway on host:port (0 = a free port) until the block ends; with
+    `network`, mount it there instead (no socket: every httpx client reaches it in-process).
 
     `testing=True` lets `POST /admin/knobs` change fault injection (otherwise 403; the
     handle's `set_knobs` works either way). `journal_dir`: append every chat call to
@@ -139,13 +144,16 @@ def start_gateway(
                       testing=testing, journal=journal,
                       replay=None if replay is None else replay.index(), replay_mode=replay_mode,
                       token_limits=settings.limits)
+    app = build_app(gateway)
+    served: contextlib.AbstractContextManager[RunningServer] = (
+        network.mount(app, name="lm-gateway") if network is not None else serve_in_thread(
+            app, host=host, port=port, health_headers={"Authorization": f"Bearer {token}"},
+            startup_timeout_s=startup_timeout_s, name="lm-gateway", log_level=log_level))
     try:
-        with serve_in_thread(build_app(gateway), host=host, port=port,
-                             health_headers={"Authorization": f"Bearer {token}"},
-                             startup_timeout_s=startup_timeout_s, name="lm-gateway",
-                             log_level=log_level) as server:
+        with served as server:
             yield GatewayHandle(settings=settings, server=server, gateway=gateway,
-                                journal_dir=None if journal_dir is None else Path(journal_dir))
+                                journal_dir=None if journal_dir is None else Path(journal_dir),
+                                network=network)
     finally:
         if journal is not None:
             journal.close()  # also closed by the app's shutdown; idempotent

@@ -56,7 +56,8 @@ def _public_url(url: str | None) -> str | None:
 
 def lm_info(settings: LMSettings) -> LMInfo:
     return LMInfo(backend=settings.backend, model=settings.model,
-                  base_url=_public_url(settings.base_url), simulated=settings.simulated)
+                  base_url=_public_url(settings.base_url), simulated=settings.simulated,
+                  transport=settings.transport)
 
 
 def write_session_meta(journal_dir: Path, settings: LMSettings) -> None:
@@ -83,7 +84,8 @@ def _lm_from(data: Any, where: str) -> LMInfo:
     if not isinstance(data, dict) or not isinstance(data.get("model"), str):
         raise RecordingError(f"{where} names no recorded LM model")
     return LMInfo(backend=str(data.get("backend", "unknown")), model=data["model"],
-                  base_url=data.get("base_url"), simulated=bool(data.get("simulated")))
+                  base_url=data.get("base_url"), simulated=bool(data.get("simulated")),
+                  transport=str(data.get("transport") or "http"))
 
 
 @dataclass(frozen=True)

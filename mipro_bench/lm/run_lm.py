@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mipro_bench.errors import UserError
+from mipro_bench.inprocess import InProcessNetwork
 from mipro_bench.lm.gateway import GatewayHandle, ServerStartError, start_gateway
 from mipro_bench.lm.settings import (
     LMConfigError,
@@ -86,6 +87,9 @@ def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
                 if say is not None:
                     say(f"local model: llama.cpp serving {settings.model} at "
                         f"{settings.base_url}")
+            if settings.transport == "respx":
+                gateway_kwargs = {**gateway_kwargs,
+                                  "network": stack.enter_context(InProcessNetwork())}
             handle = stack.enter_context(start_gateway(settings, **gateway_kwargs))
         except (LocalLLMError, ServerStartError, PolicyUnavailable) as exc:
             raise LMStartError(f"the LM could not start: {exc}") from None

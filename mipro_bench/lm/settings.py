@@ -28,6 +28,10 @@ CALL_KINDS: tuple[CallKind, ...] = ("answer", "tool_call", "proposer", "reflecti
 DEFAULT_TOKEN_LIMITS: dict[str, int] = {"answer": 256, "tool_call": 256, "proposer": 512,
                                         "reflection": 1024}
 BACKENDS: tuple[Backend, ...] = ("sim", "openai", "local", "compatible")
+# How clients reach the gateway: "http" (served by uvicorn on 127.0.0.1) or "respx" (mounted
+# in-process behind a respx router, no socket: mipro_bench.inprocess; `--lm respx`).
+Transport = Literal["http", "respx"]
+LM_CHOICES = ("sim", "respx", "openai", "local")
 DEFAULT_MODEL = "gpt-4.1-nano"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -53,6 +57,7 @@ class LMSettings:
     # User-given USD per million tokens (input, output) for a server the price table does
     # not cover; None: OpenAI's table for OpenAI's API, else unknown (null).
     prices_per_mtok: tuple[float, float] | None = None
+    transport: Transport = "http"
 
     def limit_for(self, kind: str) -> int:
         """The completion-token limit of a call of this kind."""
@@ -71,6 +76,7 @@ class LMSettings:
     def label(self) -> str:
         """How the LM is named in tables: simulated and replayed runs say so in the name."""
         tags = [t for t, on in (("simulated", self.simulated),
+                                (self.transport, self.transport != "http"),
                                 ("replayed", self.replayed_from is not None)) if on]
         return f"{self.model} [{', '.join(tags)}]" if tags else self.model
 
@@ -163,8 +169,8 @@ def resolve_lm_settings(
     """Resolve the LM choice; returns the settings and the one line to print at start."""
     env = env if env is not None else os.environ
     limits = {**DEFAULT_TOKEN_LIMITS, **(token_limits or {})}
-    if lm is not None and lm not in ("sim", "openai", "local"):
-        raise LMConfigError(f"--lm must be one of sim, openai, local (got {lm!r})")
+    if lm is not None and lm not in LM_CHOICES:
+        raise LMConfigError(f"--lm must be one of {', '.join(LM_CHOICES)} (got {lm!r})")
     if not model.strip():
         # Caught here, before any data is read: an empty id otherwise surfaces deep in an
         # optimizer (DSPy's "openai/" has no model id, synth-ai's missing policy.model).
@@ -176,6 +182,15 @@ def resolve_lm_settings(
     common = {"model": model, "temperature": temperature,
               "max_tokens": max_tokens, "timeout_s": timeout_s,
               "token_limits": tuple(sorted(limits.items())), "prices_per_mtok": prices_per_mtok}
+    if lm == "respx":
+        if api_base:
+            raise LMConfigError("--lm respx is the simulated LM answered in-process; it takes "
+                                "no --api-base")
+        return (
+            LMSettings(backend="sim", base_url=None, transport="respx", **common),
+            f"LM: simulated (deterministic, offline) standing in for {model}, answered "
+            "in-process through respx (no LM socket); numbers are labelled 'simulated'",
+        )
     if lm == "sim" or (lm is None and not api_base and not env.get("OPENAI_API_KEY")):
         why = "--lm sim" if lm == "sim" else "no OPENAI_API_KEY and no --api-base"
         return (

@@ -397,10 +397,9 @@ class DSPyGEPA:
         task_lm = dspy_lm(request, "optimize", num_retries=o.num_retries)
         task_lm.callbacks = [task_counter]
         reflection_lm = dspy_lm(request, "optimize", num_retries=o.num_retries,
-                                model=o.reflection_model)
-        reflection_lm.kwargs["max_tokens"] = (
-            o.reflection_max_tokens if o.reflection_max_tokens is not None
-            else request.lm.settings.limit_for("reflection"))
+                                model=o.reflection_model, max_tokens=(
+                                    o.reflection_max_tokens if o.reflection_max_tokens
+                                    is not None else request.lm.settings.limit_for("reflection")))
         reflection_lm.callbacks = [reflection_counter]
         student = build_program(labels, BASELINE_PROMPT, o.module, o.output_type)
         student.set_lm(task_lm)

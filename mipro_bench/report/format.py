@@ -54,6 +54,14 @@ def replayed_note(files: tuple[str, ...]) -> str | None:
     return REPLAYED_NOTE.format(files=", ".join(files)) if files else None
 
 
+def transport_note(transports: tuple[str, ...]) -> str | None:
+    """Said only when some LM calls did not go over a socket (`--lm respx`)."""
+    if "respx" not in transports:
+        return None
+    return ("TRANSPORT respx: every LM call reached the gateway in-process through a respx "
+            "router (no LM socket); the answers are those the gateway gives on a port.")
+
+
 def pct(value: float | None, missing: str = "-") -> str:
     return missing if value is None else f"{value * 100:.1f}%"
 

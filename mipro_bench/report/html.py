@@ -146,6 +146,7 @@ def render_html(comparison: Comparison) -> str:
         "simulated": comparison.simulated,
         "simulated_note": fmt.SIMULATED_NOTE,
         "replayed_note": fmt.replayed_note(comparison.run.replayed_from),
+        "transport_note": fmt.transport_note(comparison.run.lm_transports),
         "run": run,
         "conf": f"{conf:g}",
         "rows": [_row_view(r) for r in comparison.rows],

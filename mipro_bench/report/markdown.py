@@ -61,6 +61,9 @@ def render_markdown(comparison: Comparison, *, top_intents: int = TOP_INTENTS) -
     replayed = fmt.replayed_note(comparison.run.replayed_from)
     if replayed:
         out += [f"> **{replayed}**", ""]
+    transport = fmt.transport_note(run.lm_transports)
+    if transport:
+        out += [f"> {transport}", ""]
     out += [
         f"Generated {cell(run.generated_at)}; models: {cell(', '.join(run.models) or MISSING)}; "
         f"{conf:g}% CIs from {run.n_resamples:,} bootstrap resamples (seed {run.bootstrap_seed}).",

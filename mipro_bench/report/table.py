@@ -53,6 +53,9 @@ def render_table(comparison: Comparison, *, color: bool | None = False,
     replayed = fmt.replayed_note(comparison.run.replayed_from)
     if replayed:
         console.print(Text(replayed, style="bold yellow"))
+    transport = fmt.transport_note(comparison.run.lm_transports)
+    if transport:
+        console.print(Text(transport, style="yellow"))
     if not comparison.rows:
         console.print("No benchmark cases were recorded.")
         return out.getvalue()

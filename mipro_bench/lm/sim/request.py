@@ -89,7 +89,9 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(model, str):
         raise SimRequestError("'model' must be a string")
     try:
-        rest = {k: v for k, v in body.items() if k != "tools"}
+        # `n: 1` is the default spelled out (DSPy's litellm engine does, its lm15 engine
+        # does not): the same call either way, so it must not reseed the answer.
+        rest = {k: v for k, v in body.items() if k != "tools" and not (k == "n" and v == 1)}
         tools_json = json.dumps(tools, sort_keys=True, ensure_ascii=False) if tools else ""
         key = (json.dumps(rest, sort_keys=True, ensure_ascii=False) + tools_json).encode()
     except (TypeError, ValueError) as exc:  # circular or exotic objects from a Python caller
