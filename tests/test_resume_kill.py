@@ -131,12 +131,9 @@ def _case_of(path: Path) -> str:
     return str(json.loads(path.read_text(encoding="utf-8"))["case_id"])
 
 
-@pytest.mark.parametrize("phase", [
-    pytest.param("baseline_eval", marks=pytest.mark.xfail(strict=True, reason=(
-        "the baseline is one shared evaluation per executor now, run by the first case "
-        "under its own scope: the DSPy few-shot and Synth cases never journal baseline "
-        "calls of their own, so this kill point must move to the shared scope (follow-up)"))),
-    "optimize", "test_eval"])
+# No "baseline_eval" here: a case's baseline is the session's shared evaluation (run
+# once per executor under a scope of its own), killed in the next test.
+@pytest.mark.parametrize("phase", ["optimize", "test_eval"])
 def test_kill_9_in_each_phase_of_dspy_then_synth_resumes_exactly(
         phase: str, reference: Reference, tmp_path: Path, real_data_dir: Path) -> None:
     """Run 1 dies inside the DSPy few-shot case's `phase` (the instruction-only case has
@@ -150,6 +147,47 @@ def test_kill_9_in_each_phase_of_dspy_then_synth_resumes_exactly(
                 "--compare", str(reference.comparison), "--compare-fail", "exact")
     check_resumed(final, reference, [first, second], {DSPY_FEWSHOT: phase, SYNTH: phase})
     assert "reusing" in final.output
+
+
+def shared_baseline(record: dict[str, Any], executor: str) -> dict[str, Any]:
+    return dict(record["details"]["shared_baseline"][executor])
+
+
+@pytest.mark.parametrize("executor", ["dspy_program", "task_app"])
+def test_kill_9_inside_a_shared_baseline_evaluation_resumes_exactly(
+        executor: str, reference: Reference, tmp_path: Path, real_data_dir: Path) -> None:
+    """The baseline prompt is scored once per executor, under a scope of its own, by the
+    first case that needs it (then copied to every case). Run 1 dies a third of the way
+    into that evaluation; --resume answers its journaled calls from the journal, runs only
+    the rest live, and the comparison equals the uninterrupted one."""
+    first_case = next(r for r in reference.records.values()
+                      if not shared_baseline(r, executor)["reused"])
+    where = shared_baseline(first_case, executor)["counted_under"]
+    scope, phase = where["scope"], where["phase"]
+    usage_phase = ("baseline_eval" if first_case["details"]["executor"] == executor
+                   else f"baseline_eval:{executor}")
+    total = int(first_case["usage"][usage_phase]["calls"])
+    results = tmp_path / "results"
+    killed = kill_at(results, real_data_dir, scope, phase, max(1, total // 3),
+                     "--all", "--resume", *SMALL)
+    journaled = len(killed.keys.get(scope, ()))
+    assert 0 < journaled < total and killed.phases[phase] < total, (journaled, total)
+    assert not killed.records  # no case finished: every case waits on this evaluation
+    final = run(results, real_data_dir, "--all", "--resume", *SMALL,
+                "--compare", str(reference.comparison), "--compare-fail", "exact")
+    assert final.returncode == 0, final.explain()
+    assert EXACT_OK in final.output, final.explain()
+    records = final.records()
+    assert set(records) == set(reference.records)
+    for case, record in records.items():
+        info = shared_baseline(record, executor)
+        assert info["counted_under"] == where, case  # one evaluation for every case
+        native = record["details"]["executor"] == executor
+        usage = record["usage"]["baseline_eval" if native else f"baseline_eval:{executor}"]
+        # The copy every case shows is the resumed evaluation's: the journaled calls came
+        # from the journal, only the rest went live (none paid twice).
+        assert (usage["calls"], usage["replayed_calls"]) == (total, journaled), (case, usage)
+    assert sum(not shared_baseline(r, executor)["reused"] for r in records.values()) == 1
 
 
 def test_kill_9_under_xdist_resumes_exactly(reference: Reference, tmp_path: Path,
