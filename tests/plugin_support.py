@@ -82,16 +82,6 @@ def run_cli(tmp: Path, data_dir: Path, *args: str, name: str = "cli",
     return Run(cmd, done.returncode, done.stdout, done.stderr, results)
 
 
-def _summed_cost(key: str, value: Any) -> Any:
-    """A cost is a float sum of per-call costs in the order the calls completed
-    (mipro_bench/lm/usage.py record_call), so concurrent calls can change its last bits
-    (0.0028129999999999995 vs 0.002812999999999999): compared to 9 significant digits,
-    every other usage field exactly."""
-    if key in ("cost_usd", "cost_usd_estimate") and isinstance(value, float):
-        return float(f"{value:.9g}")
-    return value
-
-
 def _results_without_sharing_order(results: dict[str, Any]) -> dict[str, Any]:
     """Results minus which case happened to run a shared baseline first (`reused`): under
     xdist each worker runs its own, serially the first case does; the evaluation, its scope
@@ -111,7 +101,8 @@ def _results_without_sharing_order(results: dict[str, Any]) -> dict[str, Any]:
 
 def scores_of(record: dict[str, Any]) -> dict[str, Any]:
     """What a deterministic rerun must reproduce exactly: everything but clocks and paths."""
-    usage = {phase: {k: _summed_cost(k, v) for k, v in u.items() if not k.startswith("lm_")}
+    # Costs too, exactly: the ledger sums whole picodollars, whatever order calls finish in.
+    usage = {phase: {k: v for k, v in u.items() if not k.startswith("lm_")}
              for phase, u in record["usage"].items()}
     return {
         "case_id": record["case_id"],

@@ -190,3 +190,29 @@ def test_ledger_is_thread_safe() -> None:
     for t in threads:
         t.join()
     assert ledger.snapshot()["o"]["p"] == PhaseUsage(16000, 48000, 16000, None, 0)
+
+
+def test_ledger_costs_do_not_depend_on_the_order_calls_finish_in() -> None:
+    """Concurrent calls finish in any order; a float running sum would then differ in its
+    last digits between two runs of the same deterministic session."""
+    import random
+
+    costs = [c * 1e-6 for c in (0.1, 0.2, 0.3, 1.7, 2.9, 0.07, 13.1, 0.011)] * 25
+    orders = []
+    for seed in range(8):
+        order = costs[:]
+        random.Random(seed).shuffle(order)
+        orders.append(order)
+    assert len({sum(order) for order in orders}) > 1  # the hazard: plain float sums differ
+    totals = set()
+    for order in orders:
+        ledger = UsageLedger()
+        for cost in order:
+            ledger.record_call("o", "p", input_tokens=1, output_tokens=1, cost_usd=cost,
+                               cost_usd_estimate=cost / 3)
+        usage = ledger.snapshot()["o"]["p"]
+        totals.add((usage.cost_usd, usage.cost_usd_estimate))
+    assert len(totals) == 1
+    (cost, estimate), = totals
+    assert cost == pytest.approx(sum(costs), rel=1e-9)
+    assert estimate == pytest.approx(sum(costs) / 3, rel=1e-9)

@@ -22,15 +22,30 @@ UsageMap = dict[str, dict[str, PhaseUsage]]
 UNSCOPED = "_unscoped"
 
 
+# Dollars are summed as whole attodollars (1e-18 USD, far below any price's precision):
+# integer addition does not depend on the order concurrent calls finish in, so a rerun of
+# a deterministic session repeats its costs to the last digit (float running sums differ
+# in their last digits with the order).
+_UNITS_PER_USD = 10**18
+
+
+def _units(usd: float) -> int:
+    return round(usd * _UNITS_PER_USD)
+
+
+def _usd(units: int | None) -> float | None:
+    return None if units is None else units / _UNITS_PER_USD
+
+
 @dataclass
 class _Counter:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
-    cost_usd: float | None = None
+    cost_units: int | None = None
     errors: int = 0
     replayed_calls: int = 0
-    cost_usd_estimate: float | None = None
+    estimate_units: int | None = None
     truncated: int = 0
     # Server-side time: the sum of every request's handling time, and the wall time with at
     # least one request of this (optimizer, phase) in flight (the union of their intervals).
@@ -41,10 +56,10 @@ class _Counter:
 
     def frozen(self, now: float) -> PhaseUsage:
         busy = self.busy_seconds + (now - self.busy_since if self.in_flight else 0.0)
-        return PhaseUsage(self.calls, self.input_tokens, self.output_tokens, self.cost_usd,
-                          self.errors, lm_seconds=round(self.seconds, 6),
+        return PhaseUsage(self.calls, self.input_tokens, self.output_tokens,
+                          _usd(self.cost_units), self.errors, lm_seconds=round(self.seconds, 6),
                           lm_busy_seconds=round(busy, 6), replayed_calls=self.replayed_calls,
-                          cost_usd_estimate=self.cost_usd_estimate, truncated=self.truncated)
+                          cost_usd_estimate=_usd(self.estimate_units), truncated=self.truncated)
 
 
 class UsageLedger:
@@ -73,12 +88,12 @@ class UsageLedger:
             c.calls += 1
             c.truncated += int(truncated)
             if cost_usd_estimate is not None:
-                c.cost_usd_estimate = (c.cost_usd_estimate or 0.0) + cost_usd_estimate
+                c.estimate_units = (c.estimate_units or 0) + _units(cost_usd_estimate)
             c.replayed_calls += int(replayed)
             c.input_tokens += input_tokens
             c.output_tokens += output_tokens
             if cost_usd is not None:
-                c.cost_usd = (c.cost_usd or 0.0) + cost_usd
+                c.cost_units = (c.cost_units or 0) + _units(cost_usd)
 
     def record_retries(self, optimizer: str, phase: str, retries: int) -> None:
         """Upstream retries the gateway made for one call (its forwarder's backoff)."""
