@@ -13,21 +13,49 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mipro_bench.data import Example, Split
 from mipro_bench.labels import match_label
-from mipro_bench.optimizers.base import OptimizeRequest
+from mipro_bench.optimizers.base import OptimizeRequest, UsageError
+from mipro_bench.optimizers.typed_config import OptionsBase, check_at_least
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
 
 MODULES = ("predict", "cot")
 OUTPUT_TYPES = ("str", "literal")
-DEFAULT_OPTIONS: dict[str, Any] = {
-    "module": "predict", "output_type": "str", "num_threads": 4, "num_retries": 2,
-    "quiet": True,
-}
+
+
+@dataclass(frozen=True)
+class DSPyProgramOptions(OptionsBase):
+    """The options of an optimizer whose prompt runs as a DSPy program: the program's
+    format, which is also the format this executor scores its prompts in, and how the
+    program calls the LM. An optimizer's options extend it with their own knobs, so the
+    format is declared, defaulted and checked once for every DSPy optimizer."""
+
+    module: Literal["predict", "cot"] = "predict"
+    output_type: Literal["str", "literal"] = "str"
+    num_threads: int = 4
+    num_retries: int = 2
+    quiet: bool = True
+
+    def __post_init__(self) -> None:
+        if self.module not in MODULES:
+            raise UsageError(f"module must be one of {', '.join(MODULES)}, got {self.module!r}")
+        if self.output_type not in OUTPUT_TYPES:
+            raise UsageError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, "
+                             f"got {self.output_type!r}")
+        check_at_least("num_threads", self.num_threads, 1)
+        check_at_least("num_retries", self.num_retries, 0)
+
+    def executor_options(self) -> dict[str, Any]:
+        """What the executor needs to score this optimizer's prompts in its own format."""
+        return {f.name: getattr(self, f.name) for f in fields(DSPyProgramOptions)}
+
+
+DEFAULT_OPTIONS: dict[str, Any] = DSPyProgramOptions().executor_options()
 
 
 def build_signature(

@@ -35,8 +35,7 @@ from typing import Any, ClassVar, Literal
 from mipro_bench.data import Example
 from mipro_bench.executors.base import EvaluationFailed
 from mipro_bench.executors.dspy_program import (
-    MODULES,
-    OUTPUT_TYPES,
+    DSPyProgramOptions,
     build_program,
     dspy_lm,
     prompt_of,
@@ -52,7 +51,7 @@ from mipro_bench.optimizers.base import (
     UsageReader,
 )
 from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
-from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase, check_at_least
+from mipro_bench.optimizers.typed_config import BudgetBase, check_at_least
 from mipro_bench.results import Mode, TrajectoryPoint
 
 log = logging.getLogger(__name__)
@@ -94,12 +93,9 @@ class GepaBudget(BudgetBase):
 
 
 @dataclass(frozen=True)
-class GepaOptions(OptionsBase):
-    """How GEPA runs; `module`/`output_type` are also the program format it scores in."""
+class GepaOptions(DSPyProgramOptions):
+    """How GEPA runs (the program format and LM call options are the DSPy executor's)."""
 
-    module: Literal["predict", "cot"] = "predict"
-    output_type: Literal["str", "literal"] = "str"
-    num_threads: int = 4
     reflection_minibatch_size: int = 3
     candidate_selection_strategy: Literal["pareto", "current_best"] = "pareto"
     skip_perfect_score: bool = True
@@ -110,24 +106,16 @@ class GepaOptions(OptionsBase):
     # None: the session's reflection limit (--max-tokens reflection=N; the gateway caps every
     # reflection call at that limit whatever this says)
     reflection_max_tokens: int | None = None
-    num_retries: int = 2
-    quiet: bool = True
 
     def __post_init__(self) -> None:
-        if self.module not in MODULES:
-            raise UsageError(f"module must be one of {', '.join(MODULES)}, got {self.module!r}")
-        if self.output_type not in OUTPUT_TYPES:
-            raise UsageError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, "
-                             f"got {self.output_type!r}")
+        super().__post_init__()
         if self.candidate_selection_strategy not in SELECTION_STRATEGIES:
             raise UsageError(f"candidate_selection_strategy must be one of "
                              f"{', '.join(SELECTION_STRATEGIES)}, "
                              f"got {self.candidate_selection_strategy!r}")
-        check_at_least("num_threads", self.num_threads, 1)
         check_at_least("reflection_minibatch_size", self.reflection_minibatch_size, 1)
         check_at_least("max_merge_invocations", self.max_merge_invocations, 0)
         check_at_least("reflection_max_tokens", self.reflection_max_tokens, 1)
-        check_at_least("num_retries", self.num_retries, 0)
 
 
 @dataclass(frozen=True)
@@ -354,9 +342,7 @@ class DSPyGEPA:
             kwargs, where="dspy_gepa options")
 
     def executor_options(self) -> dict[str, Any]:
-        o = self.options
-        return {"module": o.module, "output_type": o.output_type, "num_threads": o.num_threads,
-                "num_retries": o.num_retries, "quiet": o.quiet}
+        return self.options.executor_options()
 
     def plan(self, request: OptimizeRequest) -> GepaPlan:
         return plan_gepa(request.budget, request.mode, train_size=len(request.splits.train),

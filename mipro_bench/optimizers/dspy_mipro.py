@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from mipro_bench.data import Example
 from mipro_bench.executors.base import EvaluationFailed
 from mipro_bench.executors.dspy_program import (
     MODULES,
     OUTPUT_TYPES,
+    DSPyProgramOptions,
     build_program,
     dspy_lm,
     prompt_of,
@@ -41,7 +42,7 @@ from mipro_bench.optimizers.base import (
     UsageReader,
 )
 from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
-from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase, check_at_least
+from mipro_bench.optimizers.typed_config import BudgetBase, check_at_least
 from mipro_bench.results import MODES, Mode, TrajectoryPoint
 
 log = logging.getLogger(__name__)
@@ -81,27 +82,16 @@ class MiproBudget(BudgetBase):
 
 
 @dataclass(frozen=True)
-class MiproOptions(OptionsBase):
-    """How MIPROv2 runs; `module`/`output_type` are also the program format it scores in."""
+class MiproOptions(DSPyProgramOptions):
+    """How MIPROv2 runs (the program format and LM call options are the DSPy executor's)."""
 
-    module: Literal["predict", "cot"] = "predict"
-    output_type: Literal["str", "literal"] = "str"
-    num_threads: int = 4
     prompt_model: str | None = None
     fewshot_aware_proposer: bool | None = None
     minibatch_full_eval_steps: int = 5
-    num_retries: int = 2
-    quiet: bool = True
 
     def __post_init__(self) -> None:
-        if self.module not in MODULES:
-            raise UsageError(f"module must be one of {', '.join(MODULES)}, got {self.module!r}")
-        if self.output_type not in OUTPUT_TYPES:
-            raise UsageError(f"output_type must be one of {', '.join(OUTPUT_TYPES)}, "
-                             f"got {self.output_type!r}")
-        check_at_least("num_threads", self.num_threads, 1)
+        super().__post_init__()
         check_at_least("minibatch_full_eval_steps", self.minibatch_full_eval_steps, 1)
-        check_at_least("num_retries", self.num_retries, 0)
 
 
 @dataclass(frozen=True)
@@ -447,9 +437,7 @@ class DSPyMIPROv2:
             kwargs, where="dspy_miprov2 options")
 
     def executor_options(self) -> dict[str, Any]:
-        o = self.options
-        return {"module": o.module, "output_type": o.output_type, "num_threads": o.num_threads,
-                "num_retries": o.num_retries, "quiet": o.quiet}
+        return self.options.executor_options()
 
     def _log_path(self, request: OptimizeRequest, name: str) -> Path | None:
         return request.workdir / name if self.options.quiet else None
