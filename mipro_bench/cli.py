@@ -125,6 +125,8 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
     simulated = "; simulated LM" if any(record.lm.simulated for record, _ in rows) else ""
     if any(record.lm.replayed_from for record, _ in rows):
         simulated += "; REPLAYED from a recording"
+    if any(record.lm.transport == "respx" for record, _ in rows):
+        simulated += "; LM answered in-process (respx)"
     table = Table(title=f"mipro-bench: Banking77 (test accuracy scored by the suite{simulated})",
                   title_justify="left")
     for name, justify in (("optimizer", "left"), ("mode", "left"), ("model", "left"),
@@ -136,6 +138,7 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
         res = record.results
         delta = res.improvement
         tags = [t for t, on in (("simulated", record.lm.simulated),
+                                (record.lm.transport, record.lm.transport != "http"),
                                 ("replayed", bool(record.lm.replayed_from))) if on]
         model = f"{record.lm.model} ({', '.join(tags)})" if tags else record.lm.model
         status = record.status if record.status == "succeeded" else f"[red]{record.status}[/red]"

@@ -102,3 +102,21 @@ def test_the_summary_says_simulated_even_when_the_terminal_is_narrow(simulated: 
     console.print(summary_table([(record(simulated=simulated), Path("r.json"))]))
     # At 80 columns the model cell's "(simulated)" is cut to an ellipsis; the title is not.
     assert ("simulated LM" in console.export_text()) is simulated
+
+
+@pytest.mark.parametrize("transport", ["http", "respx"])
+def test_the_summary_names_an_in_process_lm(transport: str) -> None:
+    import dataclasses
+
+    from rich.console import Console
+
+    from mipro_bench.cli import summary_table
+    from tests.factories import record
+
+    done = record(simulated=True)
+    done = dataclasses.replace(done, lm=dataclasses.replace(done.lm, transport=transport))
+    console = Console(width=200, record=True)
+    console.print(summary_table([(done, Path("r.json"))]))
+    text = console.export_text()
+    assert ("LM answered in-process (respx)" in text) is (transport == "respx")
+    assert ("(simulated, respx)" in text) is (transport == "respx")
