@@ -140,7 +140,7 @@ def test_record_file_round_trips_and_has_the_required_keys(io_run: Run) -> None:
     assert io_run.path.name.startswith("banking77_dspy_mipro_")
     assert data["optimizer"] == "dspy_miprov2"
     assert data["lm"] == {"backend": "sim", "model": "gpt-4.1-nano", "base_url": None,
-                          "simulated": True}
+                          "simulated": True, "transport": "http"}
     assert read_record(io_run.path) == io_run.record
     results = data["results"]
     assert 0 <= results["best_val_score"] <= 1
