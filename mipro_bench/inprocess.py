@@ -186,16 +186,23 @@ class InProcessNetwork:
         self._stack.close()
 
     @contextlib.contextmanager
-    def mount(self, app: ASGIApp, *, name: str) -> Iterator[RunningServer]:
+    def mount(self, app: ASGIApp, *, name: str, lifespan: bool = True,
+              ) -> Iterator[RunningServer]:
         """`app` at http://<name>-<n>.respx.invalid until the block ends, its lifespan run
-        at start and end (ServerStartError when startup fails)."""
+        at start and end (ServerStartError when startup fails). `lifespan=False` for an app
+        that is also served on a port, whose server runs its lifespan already."""
         if self._loop is None:
             raise RuntimeError("mount() needs the network open (use it as a context manager)")
         host = f"{name}-{next(self._ids)}{HOST_SUFFIX}"
-        lifespan = _Lifespan(app, name)
+        driver = _Lifespan(app, name) if lifespan else None
 
         async def startup() -> None:  # the lifespan's queues belong to the mount loop
-            await lifespan.startup()
+            if driver is not None:
+                await driver.startup()
+
+        async def shutdown() -> None:
+            if driver is not None:
+                await driver.shutdown()
 
         self._loop.run(startup(), timeout_s=30)
         self._mounts[host] = _Mount(app, self._loop)
@@ -203,4 +210,4 @@ class InProcessNetwork:
             yield RunningServer(url=f"http://{host}", host=host, port=80)
         finally:
             self._mounts.pop(host, None)
-            self._loop.run(lifespan.shutdown(), timeout_s=30)
+            self._loop.run(shutdown(), timeout_s=30)

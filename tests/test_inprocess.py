@@ -121,3 +121,11 @@ def test_mount_needs_the_network_open() -> None:
     with pytest.raises(RuntimeError, match="network open"), \
             InProcessNetwork().mount(echo_app([]), name="x"):
         pass
+
+
+def test_an_app_served_elsewhere_can_be_mounted_without_running_its_lifespan_again(
+        network: InProcessNetwork) -> None:
+    events: list[str] = []
+    with network.mount(echo_app(events), name="twice", lifespan=False) as server:
+        assert httpx.get(f"{server.url}/x").json()["path"] == "/x"
+    assert events == []

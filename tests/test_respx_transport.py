@@ -106,3 +106,22 @@ def test_n_1_is_the_default_spelled_out_for_replay_and_for_the_simulated_lm() ->
     assert canonical_request({**body, "n": 2}) != canonical_request(body)
     lm = SimulatedLM()
     assert lm.complete({**body, "n": 1})["choices"] == lm.complete(body)["choices"]
+
+
+def test_the_local_synth_backend_also_mounted_gives_jobs_an_in_process_inference_url(
+        ) -> None:
+    """The SDK reaches the backend's jobs API on its port (requests/aiohttp); a rollout's
+    inference call goes to the same app mounted in-process: jobs are handed that URL."""
+    from mipro_bench.inprocess import InProcessNetwork
+    from mipro_bench.synth_local import start_local_backend
+
+    with InProcessNetwork() as network, start_local_backend(network=network) as backend:
+        inference = backend.state.inference_url
+        assert inference is not None and httpx.URL(inference).host.endswith(HOST_SUFFIX)
+        assert httpx.get(f"{backend.url}/health", timeout=5).status_code == 200  # served
+        # The interceptor behind the mount is this backend's: an unknown route is its 404.
+        answer = httpx.post(f"{inference}/v1/r-none/c0/chat/completions", json={})
+        assert answer.status_code == 404 and answer.json()["error"]["code"] == "unknown_route"
+        assert network.requests == 1
+    with start_local_backend() as served_only:
+        assert served_only.state.inference_url is None  # jobs use the backend's own URL

@@ -183,7 +183,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             # One local backend per session; each job names its own LM URLs (this case's
             # gateway scope) in its config, so jobs never share state or usage.
             local = harness.shared("synth_local_backend", lambda: start_local_backend(
-                lm_api_key=request.lm.api_key))
+                lm_api_key=request.lm.api_key, network=harness.network))
             backend_url, api_key = local.url, local.api_key
         else:
             backend_url, api_key = external, synth_key or ""

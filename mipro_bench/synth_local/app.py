@@ -82,6 +82,9 @@ class BackendState:
     interceptor: Interceptor = field(default_factory=Interceptor)
     systems: dict[str, OnlineSystem] = field(default_factory=dict)
     tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    # Where task apps send a job's inference calls (its interceptor routes): this backend's
+    # own URL, unless it is also mounted in-process (`--lm respx`), then the mount's URL.
+    inference_url: str | None = None
 
 
 def _state(request: Request) -> BackendState:
@@ -162,7 +165,8 @@ async def _submit(request: Request) -> JSONResponse:
     cfg = parse_job_config(section)
     metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
     backend_url = (state.settings.public_url or str(request.base_url)).rstrip("/")
-    ctx = _context(state, owner, cfg, backend_url)  # a ConfigError here leaves no job behind
+    # A ConfigError here leaves no job behind.
+    ctx = _context(state, owner, cfg, state.inference_url or backend_url)
     job = state.store.create(owner=owner, algorithm="mipro", mode=cfg.mode,
                              config_body={"prompt_learning": redacted_section(section)},
                              metadata=dict(metadata))

@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from mipro_bench.inprocess import InProcessNetwork
 from mipro_bench.serving import RunningServer, serve_in_thread
 from mipro_bench.synth_local.app import BackendSettings, BackendState, create_app
 from mipro_bench.synth_local.auth import new_api_key
@@ -39,8 +40,14 @@ def start_local_backend(
     port: int = 0,
     log_level: str = "warning",
     answer_shape: str = "local",
+    network: InProcessNetwork | None = None,
 ) -> Iterator[LocalBackend]:
-    """`answer_shape`: the payload shape job views answer in (synth_local.shapes)."""
+    """`answer_shape`: the payload shape job views answer in (synth_local.shapes).
+
+    `network` (`--lm respx`): the app is also mounted there, and jobs hand task apps the
+    mount's URL for their inference calls, so a rollout's LM call reaches this backend's
+    interceptor (and through it the LM) without a socket; the SDK, which speaks
+    requests/aiohttp, still reaches the jobs API on the served port."""
     from mipro_bench.synth_local.shapes import ANSWER_SHAPES
 
     if answer_shape not in ANSWER_SHAPES:
@@ -51,6 +58,12 @@ def start_local_backend(
                                lm_base_url=lm_base_url, lm_api_key=lm_api_key,
                                answer_shape=answer_shape)
     app = create_app(settings)
-    with serve_in_thread(app, host=host, port=port, health_path="/health",
-                         name="local-synth-backend", log_level=log_level) as server:
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(serve_in_thread(
+            app, host=host, port=port, health_path="/health", name="local-synth-backend",
+            log_level=log_level))
+        if network is not None:  # one app, two doors: its lifespan is the served one's
+            mounted = stack.enter_context(network.mount(app, name="local-synth-backend",
+                                                        lifespan=False))
+            app.state.backend.inference_url = mounted.url
         yield LocalBackend(server=server, api_key=key, state=app.state.backend)
