@@ -25,7 +25,7 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
 from mipro_bench.data import Splits
@@ -70,11 +70,11 @@ class SynthJobFailed(RuntimeError):
 
 
 @dataclass(frozen=True)
-class JobSettings:
-    """The MIPRO knobs of one job (the adapter's options plus the case's budget)."""
+class MiproKnobs:
+    """The MIPRO search knobs a job config carries. The adapter's options declare them
+    (`SynthOptions` extends this), and one job's settings carry them on (`JobSettings`),
+    with the case's budget overriding batch size and candidate count."""
 
-    rollouts: int
-    mode: MiproMode = "offline"
     batch_size: int = 10
     num_candidates: int = 6
     proposal_rounds: int = 2
@@ -83,6 +83,17 @@ class JobSettings:
     examples_per_proposal: int = 50
     grounding_fraction: float | None = None
     proposer_model: str | None = None
+
+    def knobs(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(MiproKnobs)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSettings(MiproKnobs):
+    """The MIPRO knobs of one job (the adapter's options plus the case's budget)."""
+
+    rollouts: int
+    mode: MiproMode = "offline"
     proposer_temperature: float = 1.0
     seed: int = 0
 
@@ -468,21 +479,14 @@ class RolloutBudget(BudgetBase):
 
 
 @dataclass(frozen=True)
-class SynthOptions(OptionsBase):
-    """How the Synth job runs and where; `eval_concurrency`/`rollout_timeout_s` also set how
-    the task-app executor scores its prompts."""
+class SynthOptions(MiproKnobs, OptionsBase):
+    """How the Synth job runs and where (its MIPRO knobs are `MiproKnobs`');
+    `eval_concurrency`/`rollout_timeout_s` also set how the task-app executor scores its
+    prompts."""
 
     backend: BackendKind = "auto"
     backend_url: str | None = None
     mipro_mode: MiproMode = "offline"
-    batch_size: int = 10
-    num_candidates: int = 6
-    proposal_rounds: int = 2
-    num_full_evals: int = 3
-    max_concurrent: int = 8
-    examples_per_proposal: int = 50
-    grounding_fraction: float | None = None
-    proposer_model: str | None = None
     task_app_port: int = 0
     poll_interval_s: float | None = None
     job_timeout_s: float = 3 * 3600.0
@@ -564,20 +568,13 @@ class SynthMIPRO:
 
     def job_settings(self, request: OptimizeRequest) -> JobSettings:
         o, budget = self.options, request.budget
-        return JobSettings(
-            rollouts=int(budget.rollouts or DEFAULT_ROLLOUTS),
-            mode=o.mipro_mode,
-            batch_size=budget.minibatch_size or o.batch_size,
-            num_candidates=(budget.num_candidates if budget.num_candidates is not None
-                            else o.num_candidates),
-            proposal_rounds=o.proposal_rounds,
-            num_full_evals=o.num_full_evals,
-            max_concurrent=o.max_concurrent,
-            examples_per_proposal=o.examples_per_proposal,
-            grounding_fraction=o.grounding_fraction,
-            proposer_model=o.proposer_model,
-            seed=request.seed,
-        )
+        return JobSettings(**{
+            **o.knobs(),
+            "batch_size": budget.minibatch_size or o.batch_size,
+            "num_candidates": (budget.num_candidates if budget.num_candidates is not None
+                               else o.num_candidates),
+        }, rollouts=int(budget.rollouts or DEFAULT_ROLLOUTS), mode=o.mipro_mode,
+            seed=request.seed)
 
     # -- Optimizer protocol --
 
