@@ -1,9 +1,10 @@
 """ASGI apps reached without a socket: respx routes their made-up hosts to the app itself.
 
-`--lm respx` runs the comparison with the LM gateway (and the suite's interceptor) mounted
-here instead of served by uvicorn: every httpx request to a mounted app's URL, from any
-thread, sync or async client, is answered by calling the ASGI app in-process on one event
-loop of its own (the same concurrency a uvicorn server gives it), so the gateway's
+`--lm respx` runs the comparison with the LM gateway (and the suite's interceptor and the
+local Synth backend's interceptor) mounted here instead of served by uvicorn only: every
+httpx request to a mounted app's URL, from any thread, sync or async client, is answered
+by calling the ASGI app in-process on one event loop of its own (the same concurrency a
+uvicorn server gives it), so the gateway's
 routing, accounting, journal and token limits are exactly the served ones. Requests to
 any other URL pass through to the network untouched.
 
@@ -12,7 +13,7 @@ the task app's pool, the local Synth backend's proposer, `LMEndpoint.usage`) eac
 their own httpx client; respx patches them all at httpcore's connection pool. Clients
 that do not use httpx cannot be routed (DSPy's default lm15 socket engine, the synth-ai
 SDK's requests/aiohttp job calls): DSPy is switched to its litellm engine in this mode,
-and the SDK only ever talks to the local Synth backend, which stays served.
+and the SDK only ever talks to the local Synth backend, which stays served as well.
 """
 
 from __future__ import annotations
@@ -195,19 +196,12 @@ class InProcessNetwork:
             raise RuntimeError("mount() needs the network open (use it as a context manager)")
         host = f"{name}-{next(self._ids)}{HOST_SUFFIX}"
         driver = _Lifespan(app, name) if lifespan else None
-
-        async def startup() -> None:  # the lifespan's queues belong to the mount loop
-            if driver is not None:
-                await driver.startup()
-
-        async def shutdown() -> None:
-            if driver is not None:
-                await driver.shutdown()
-
-        self._loop.run(startup(), timeout_s=30)
+        if driver is not None:
+            self._loop.run(driver.startup(), timeout_s=30)
         self._mounts[host] = _Mount(app, self._loop)
         try:
             yield RunningServer(url=f"http://{host}", host=host, port=80)
         finally:
             self._mounts.pop(host, None)
-            self._loop.run(shutdown(), timeout_s=30)
+            if driver is not None:
+                self._loop.run(driver.shutdown(), timeout_s=30)

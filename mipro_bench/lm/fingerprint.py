@@ -44,11 +44,21 @@ def _normal(value: Any) -> Any:
     return value
 
 
+# Defaults some clients spell out and others leave out (DSPy's litellm engine sends `n: 1`,
+# its lm15 engine does not): the same call either way, so neither the fingerprint nor the
+# simulated LM's seed may tell them apart.
+SPELLED_OUT_DEFAULTS: dict[str, Any] = {"n": 1}
+
+
+def is_spelled_out_default(name: str, value: Any) -> bool:
+    default = SPELLED_OUT_DEFAULTS.get(name)
+    return default is not None and type(value) is type(default) and value == default
+
+
 def canonical_request(body: Mapping[str, Any]) -> dict[str, Any]:
-    """The semantically relevant part of a chat-completions body, normalized (`n: 1` is the
-    default: DSPy's litellm engine sends it, its lm15 engine leaves it out)."""
+    """The semantically relevant part of a chat-completions body, normalized."""
     return {name: _normal(body[name]) for name in SEMANTIC_FIELDS
-            if body.get(name) is not None and not (name == "n" and body[name] == 1)}
+            if body.get(name) is not None and not is_spelled_out_default(name, body[name])}
 
 
 def fingerprint(canonical: Mapping[str, Any]) -> str:

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from mipro_bench.lm.fingerprint import is_spelled_out_default
+
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 MAX_N = 16
 DEFAULT_TEMPERATURE = 1.0  # OpenAI's default when the request leaves it out
@@ -89,9 +91,9 @@ def parse_request(body: Any) -> ChatRequest:
     if not isinstance(model, str):
         raise SimRequestError("'model' must be a string")
     try:
-        # `n: 1` is the default spelled out (DSPy's litellm engine does, its lm15 engine
-        # does not): the same call either way, so it must not reseed the answer.
-        rest = {k: v for k, v in body.items() if k != "tools" and not (k == "n" and v == 1)}
+        # A default spelled out (`n: 1`) is the same call as one left out: same answer.
+        rest = {k: v for k, v in body.items()
+                if k != "tools" and not is_spelled_out_default(k, v)}
         tools_json = json.dumps(tools, sort_keys=True, ensure_ascii=False) if tools else ""
         key = (json.dumps(rest, sort_keys=True, ensure_ascii=False) + tools_json).encode()
     except (TypeError, ValueError) as exc:  # circular or exotic objects from a Python caller
