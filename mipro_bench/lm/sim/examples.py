@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import re
 from functools import lru_cache
+from typing import Any
 
 _QUERY_KEYS = ("query", "question", "text", "utterance", "input", "customer query")
 _LABEL_KEYS = ("intent", "label", "category", "class", "answer")
@@ -51,10 +52,18 @@ def _cached_examples(text: str) -> tuple[tuple[str, str], ...]:
                 data = ast.literal_eval(blob)
             except (ValueError, SyntaxError):
                 continue
-            if not isinstance(data, dict):
-                continue
-            query = next((data[k] for k in _QUERY_KEYS if isinstance(data.get(k), str)), None)
-            label = next((data[k] for k in _LABEL_KEYS if isinstance(data.get(k), str)), None)
-            if query and label:
-                pairs.append((query, label))
+            pair = pair_from_mapping(data) if isinstance(data, dict) else None
+            if pair is not None:
+                pairs.append(pair)
     return tuple(pairs)
+
+
+def pair_from_mapping(data: dict[str, Any]) -> tuple[str, str] | None:
+    """(query, label) from a record's fields (a DSPy Example, a JSON train row), if both
+    are present: the same key names as the "Query:/Intent:" lines."""
+    lowered = {str(k).lower(): v for k, v in data.items()}
+    query = next((lowered[k] for k in _QUERY_KEYS if isinstance(lowered.get(k), str)), None)
+    label = next((lowered[k] for k in _LABEL_KEYS if isinstance(lowered.get(k), str)), None)
+    if query and query.strip() and label and label.strip():
+        return query, label
+    return None

@@ -22,12 +22,26 @@ MESSAGE_OVERHEAD_TOKENS = 4
 
 @dataclass(frozen=True)
 class Choice:
-    """One generated answer: text content, or a tool call (name, JSON arguments)."""
+    """One generated answer: text content, or a tool call (name, JSON arguments).
+
+    `extra_calls` are further (name, JSON arguments) calls in the same message, as an
+    agent batches related reads or a write plus finish in one turn (ids: the first
+    call's id with a `_<k>` suffix)."""
 
     content: str | None = None
     tool_name: str | None = None
     tool_arguments: str | None = None
     tool_call_id: str = ""
+    extra_calls: tuple[tuple[str, str], ...] = ()
+
+    def calls(self) -> list[tuple[str, str, str]]:
+        """Every tool call as (id, name, JSON arguments); empty for a text answer."""
+        if self.tool_name is None:
+            return []
+        first = (self.tool_call_id, self.tool_name, self.tool_arguments or "{}")
+        extra = [(f"{self.tool_call_id}_{k}", name, args)
+                 for k, (name, args) in enumerate(self.extra_calls, start=1)]
+        return [first, *extra]
 
 
 def estimate_tokens(text: str) -> int:
@@ -36,13 +50,19 @@ def estimate_tokens(text: str) -> int:
 
 def prompt_tokens(request: ChatRequest) -> int:
     total = sum(estimate_tokens(m.content) + MESSAGE_OVERHEAD_TOKENS for m in request.messages)
+    total += sum(
+        estimate_tokens(c.name) + estimate_tokens(c.arguments)
+        for m in request.messages
+        for c in m.tool_calls
+    )
     total += -(-request.tools_chars // CHARS_PER_TOKEN)
     return total
 
 
 def completion_tokens(choice: Choice) -> int:
     if choice.tool_name is not None:
-        return estimate_tokens(choice.tool_name) + estimate_tokens(choice.tool_arguments or "")
+        calls = choice.calls()
+        return sum(estimate_tokens(name) + estimate_tokens(args) for _, name, args in calls)
     return estimate_tokens(choice.content or "")
 
 
@@ -57,14 +77,9 @@ def chat_completion(
                 "role": "assistant",
                 "content": None,
                 "tool_calls": [
-                    {
-                        "id": choice.tool_call_id,
-                        "type": "function",
-                        "function": {
-                            "name": choice.tool_name,
-                            "arguments": choice.tool_arguments or "{}",
-                        },
-                    }
+                    {"id": call_id, "type": "function",
+                     "function": {"name": name, "arguments": arguments}}
+                    for call_id, name, arguments in choice.calls()
                 ],
             }
             finish = "tool_calls"

@@ -8,6 +8,11 @@ answer, and it is part of the body, so different temperatures give different
 outputs (DSPy's proposer relies on that).
 
 Request shapes recognised, first match wins:
+0. Synth's ReAct proposer turns (synth-optimizers' `run_openenv_react_proposer`): tools
+   that include `add_instruction_candidate` and `finish`, tool_choice "required" (or
+   "auto"/absent). Answered with native tool calls that read the current instruction
+   and the sampled train rows, add candidates from proposer.py, then finish
+   (synth_proposer.py).
 1. DSPy adapter prompts (ChatAdapter `[[ ## field ## ]]` and JSONAdapter; a
    system message with "Your input fields are:" / "Your output fields are:").
    Every output field is answered, by name and type:
@@ -92,6 +97,7 @@ from mipro_bench.lm.sim.reflection import (
     text_reflection,
 )
 from mipro_bench.lm.sim.request import ChatRequest, SimRequestError, parse_request
+from mipro_bench.lm.sim.synth_proposer import is_synth_turn, synth_turn
 from mipro_bench.lm.sim.text import content_words, stem
 
 __all__ = ["SimRequestError", "SimulatedLM"]
@@ -145,6 +151,7 @@ class SimulatedLM:
                     tool_name=choice.tool_name,
                     tool_arguments=choice.tool_arguments,
                     tool_call_id=f"call_{digest.hex()[:20]}_{index}",
+                    extra_calls=choice.extra_calls,
                 )
             )
         return chat_completion(request, choices, response_id=f"chatcmpl-sim-{digest.hex()[:24]}")
@@ -152,6 +159,8 @@ class SimulatedLM:
     def _choice(self, request: ChatRequest, seed: int) -> Choice:
         if self.malformed_rate > 0 and _unit(seed, "malformed") < self.malformed_rate:
             return Choice(content=GARBAGE[_derive_int(seed, "garbage") % len(GARBAGE)])
+        if request.tools and is_synth_turn(request):
+            return synth_turn(request, seed)
         dspy = read_dspy(request)
         if dspy is not None:
             return _dspy_answer(request, dspy, seed, self.format_drift)

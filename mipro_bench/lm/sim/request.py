@@ -25,9 +25,24 @@ class SimRequestError(ValueError):
 
 
 @dataclass(frozen=True)
+class ToolCall:
+    """One native tool call an assistant message carries (arguments as sent: a JSON string)."""
+
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True)
 class Message:
+    """One chat message. Agent loops (Synth's ReAct proposer) replay their history, so an
+    assistant message keeps its tool calls and a tool message the id it answers."""
+
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+    name: str = ""
 
 
 @dataclass(frozen=True)
@@ -126,8 +141,40 @@ def _messages(value: Any) -> tuple[Message, ...]:
             raise SimRequestError(
                 f"messages[{i}].role must be one of {', '.join(sorted(ROLES))}, got {role!r}"
             )
-        out.append(Message(role=role, content=_content(item.get("content"), i, item)))
+        out.append(
+            Message(
+                role=role,
+                content=_content(item.get("content"), i, item),
+                tool_calls=_tool_calls(item.get("tool_calls")) if role == "assistant" else (),
+                tool_call_id=_text_field(item.get("tool_call_id")),
+                name=_text_field(item.get("name")),
+            )
+        )
     return tuple(out)
+
+
+def _tool_calls(value: Any) -> tuple[ToolCall, ...]:
+    """An assistant message's tool calls; malformed entries are skipped, not refused: a
+    replayed history is the caller's record, and a model answers whatever it is shown."""
+    if not isinstance(value, list):
+        return ()
+    calls = []
+    for item in value:
+        function = item.get("function") if isinstance(item, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            continue
+        arguments = function.get("arguments")
+        if not isinstance(arguments, str):
+            try:
+                arguments = json.dumps(arguments if arguments is not None else {})
+            except (TypeError, ValueError):
+                arguments = "{}"
+        calls.append(ToolCall(_text_field(item.get("id")), function["name"], arguments))
+    return tuple(calls)
+
+
+def _text_field(value: Any) -> str:
+    return value if isinstance(value, str) else ""
 
 
 def _content(value: Any, i: int, item: dict[str, Any]) -> str:
