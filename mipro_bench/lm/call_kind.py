@@ -6,7 +6,8 @@ one call may generate is applied there, once: the request's own `max_tokens` /
 client sent none). The kinds (`LMSettings.token_limits`):
 - tool_call: the request carries tools (the task app's forced `banking77_classify`);
 - proposer: an instruction proposal (DSPy's grounded proposer and its dataset /
-  program summaries, or a "propose ... instruction" request such as Synth's meta model);
+  program summaries, a "propose ... instruction" request, or a turn of Synth's ReAct
+  proposer: native tools among which it may add instruction candidates);
 - reflection: an optimizer reading its own traces (GEPA's reflective mutation prompt, a
   DSPy signature with a reflection field, or a request that asks to reflect);
 - answer: everything else (a DSPy program's classification fields).
@@ -31,6 +32,17 @@ _GEPA = re.compile(r"I provided an assistant with the following instructions|"
 _PROPOSE = re.compile(r"\bpropos", re.IGNORECASE)
 _INSTRUCTION = re.compile(r"\binstruction", re.IGNORECASE)
 TOKEN_FIELDS = ("max_tokens", "max_completion_tokens")
+# Tools only Synth's MIPROv2 proposer offers (synth_optimizers.miprov2 proposer_openenv).
+_PROPOSER_TOOLS = frozenset({"add_instruction_candidate", "add_instruction_transform"})
+
+
+def _tool_names(tools: Any) -> set[str]:
+    names: set[str] = set()
+    for tool in tools if isinstance(tools, list) else ():
+        function = tool.get("function") if isinstance(tool, Mapping) else None
+        if isinstance(function, Mapping) and isinstance(function.get("name"), str):
+            names.add(function["name"])
+    return names
 
 
 def _text(message: Any) -> str:
@@ -46,7 +58,7 @@ def _text(message: Any) -> str:
 def call_kind(body: Mapping[str, Any]) -> CallKind:
     """The kind of a chat-completions request (see the module docstring)."""
     if body.get("tools"):
-        return "tool_call"
+        return "proposer" if _tool_names(body["tools"]) & _PROPOSER_TOOLS else "tool_call"
     messages = [m for m in body.get("messages") or () if isinstance(m, Mapping)]
     system = " ".join(_text(m) for m in messages if m.get("role") in ("system", "developer"))
     last_user = next((_text(m) for m in reversed(messages) if m.get("role") == "user"), "")

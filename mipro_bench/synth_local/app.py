@@ -29,6 +29,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mipro_bench.synth_local.accounting import JobContext, JobFailed
 from mipro_bench.synth_local.auth import AuthError, EnvKeyError, KeyRing
 from mipro_bench.synth_local.config import (
     ConfigError,
@@ -44,8 +45,13 @@ from mipro_bench.synth_local.interceptor import (
     read_json_body,
 )
 from mipro_bench.synth_local.jobs import Job, JobStore
-from mipro_bench.synth_local.mipro import JobContext, JobFailed, run_offline_job
-from mipro_bench.synth_local.online import READY_TIMEOUT_S, OnlineError, OnlineSystem
+from mipro_bench.synth_local.offline import run_offline_job
+from mipro_bench.synth_local.online import (
+    READY_TIMEOUT_S,
+    OnlineError,
+    OnlineSystem,
+    propose_online_candidates,
+)
 from mipro_bench.synth_local.shapes import SYSTEM_PREFIX, offline_state, shaped_view
 
 log = logging.getLogger(__name__)
@@ -187,9 +193,9 @@ async def _submit(request: Request) -> JSONResponse:
 async def _setup_online(state: BackendState, job: Job, cfg: MiproJobConfig, ctx: JobContext,
                         system: OnlineSystem) -> None:
     """Propose the candidates, then wait for the client's rollouts (job stays running)."""
-    import random
+    import tempfile
+    from pathlib import Path
 
-    from mipro_bench.synth_local.mipro import build_candidates
     from mipro_bench.synth_local.rollouts import TaskAppClient
 
     state.store.transition(job, "running")
@@ -197,7 +203,10 @@ async def _setup_online(state: BackendState, job: Job, cfg: MiproJobConfig, ctx:
     app = TaskAppClient(cfg.task_app_url, ctx.env_api_key, timeout_s=cfg.rollout_timeout_s,
                         max_concurrent=cfg.max_concurrent)
     try:
-        candidates = await build_candidates(cfg, ctx, job, app, acct, random.Random(cfg.seed))
+        workdir = Path(cfg.workdir or tempfile.mkdtemp(prefix="mipro-bench-synth-")) / \
+            "synth-optimizers" / job.id
+        workdir.mkdir(parents=True, exist_ok=True)
+        candidates = await propose_online_candidates(cfg, ctx, job, app, acct, workdir)
     except Exception as exc:
         system.setup_error = (str(exc) if isinstance(exc, JobFailed)
                               else f"local backend error: {type(exc).__name__}: {exc}")
@@ -224,9 +233,7 @@ def _finish_online(state: BackendState, system: OnlineSystem) -> None:
         return
     acct = system.acct
     result = system.result()
-    result["lm_calls"] = {"proposer": acct.proposal_calls, "policy": acct.policy_calls,
-                          "proposer_errors": acct.proposal_errors,
-                          "policy_errors": acct.policy_errors}
+    result["lm_calls"] = acct.lm_calls_dict()
     result["trajectory"] = list(system.trajectory)
     if system.route_id:
         state.interceptor.unregister(system.route_id)

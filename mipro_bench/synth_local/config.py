@@ -12,11 +12,12 @@ Keys read from `prompt_learning` (Synth's names where Synth has one):
   batch_size, num_candidates|max_instructions, proposal_rounds, num_full_evals,
   full_eval_every_k, max_concurrent, seed, meta_model, proposer{mode, model,
   inference_url, temperature, max_tokens, examples_per_proposal},
-  policy_inference_url, inference_api_key, rollout_timeout_s, policy_model}.
+  policy_inference_url, inference_api_key, rollout_timeout_s, policy_model, workdir}.
 `policy_model` (the real model when policy.model is the SDK's stand-in),
 `rollout_budget`, `proposal_rounds`, `num_full_evals`, `policy_inference_url`,
 `inference_api_key` (the key for the config's inference URLs, e.g. the LM
-gateway's per-run token; never stored with the job), `rollout_timeout_s` and
+gateway's per-run token; never stored with the job), `workdir` (where Synth's
+MIPROv2 keeps its run ledger and traces), `rollout_timeout_s` and
 the proposer's `examples_per_proposal` are this backend's own, documented here.
 """
 
@@ -77,6 +78,9 @@ class MiproJobConfig:
     proposer: ProposerConfig
     policy_inference_url: str | None
     rollout_timeout_s: float
+    # Where Synth's MIPROv2 writes its run ledger and proposer traces (the case's working
+    # directory); None: a temporary directory.
+    workdir: str | None = None
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
     inference_api_key: str | None = field(default=None, repr=False)
 
@@ -248,8 +252,18 @@ def parse_job_config(section: Mapping[str, Any]) -> MiproJobConfig:
             mipro.get("inference_api_key"), f"{p}.inference_api_key"),
         rollout_timeout_s=_float(mipro.get("rollout_timeout_s"), f"{p}.rollout_timeout_s",
                                  default=DEFAULT_ROLLOUT_TIMEOUT_S, low=0.1, high=3600.0),
+        workdir=_workdir(mipro.get("workdir"), f"{p}.workdir"),
         raw=redacted_section(section),
     )
+
+
+def _workdir(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    path = _str(value, name)
+    if not path.startswith("/"):
+        raise ConfigError(f"{name} must be an absolute path")
+    return path
 
 
 def redacted_section(section: Mapping[str, Any]) -> dict[str, Any]:

@@ -2,13 +2,21 @@
 
 A client (a production app, or here the suite's adapter) sends each LM call
 of a rollout to `{proxy_url}/{rollout_id}/chat/completions` with its
-baseline messages. The system picks a candidate for that rollout (an Optuna
-TPE trial per rollout, the original instruction first), substitutes it like
-the offline interceptor does, forwards to the LM and names it in the
-`x-mipro-candidate-id` response header. The client then posts the rollout's
-reward (`status: "reward"`) and closes it (`status: "done"`) at
-`.../mipro/systems/{system_id}/status`; `.../state` shows every candidate's
-running mean reward and the current best.
+baseline messages. The system picks a candidate for that rollout,
+substitutes it like the offline interceptor does, forwards to the LM and
+names it in the `x-mipro-candidate-id` response header. The client then
+posts the rollout's reward (`status: "reward"`) and closes it (`status:
+"done"`) at `.../mipro/systems/{system_id}/status`; `.../state` shows every
+candidate's running mean reward and the current best.
+
+Which code does what: the candidates come from one session of Synth's
+published instruction proposer (`synth-optimizers`, `run_openenv_react_proposer`,
+its tools and prompts, its turns sent through the LM gateway). Picking a
+candidate per rollout is this backend's own rule, because Synth's published TPE
+scores each candidate once and cannot spread repeated rollouts over them: every
+candidate is served once in order (the original instruction first), then each
+rollout goes to the candidate with the highest seeded Thompson draw from its
+Beta(successes + 1, failures + 1) posterior.
 
 Budget: `rollout_budget` rollouts are served; a new rollout id after that
 gets 409. The job succeeds once every served rollout is done and the budget
@@ -19,13 +27,22 @@ reward, (successes + 1) / (n + 2), so one lucky rollout does not win.
 from __future__ import annotations
 
 import asyncio
+import random
 import secrets
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from mipro_bench.synth_local.mipro import Accounting, Candidate
+from synth_optimizers.miprov2 import core as synth
+
+from mipro_bench.synth_local.accounting import Accounting, JobContext, JobFailed
+from mipro_bench.synth_local.config import MiproJobConfig
+from mipro_bench.synth_local.jobs import Job
+from mipro_bench.synth_local.offline import MAX_NOOP_TURNS, MAX_TURNS, MODULE_ID
 from mipro_bench.synth_local.patterns import PromptPattern
+from mipro_bench.synth_local.proposer_agent import GatewayProposerAgent
+from mipro_bench.synth_local.rollouts import TaskAppClient
 
 READY_TIMEOUT_S = 300.0
 
@@ -39,10 +56,80 @@ class OnlineError(Exception):
 
 
 @dataclass
+class Candidate:
+    """One instruction the online system serves, and the rewards its rollouts earned."""
+
+    cid: str
+    instruction: str
+    pattern: PromptPattern
+    source: str  # baseline | proposal
+    minibatch_rollouts: int = 0
+    minibatch_reward: float = 0.0
+
+    @property
+    def minibatch_mean(self) -> float | None:
+        return self.minibatch_reward / self.minibatch_rollouts if self.minibatch_rollouts else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate_id": self.cid, "source": self.source,
+                "instruction": self.instruction, "rollouts": self.minibatch_rollouts,
+                "minibatch_score": self.minibatch_mean, "full_score": None}
+
+
+async def propose_online_candidates(cfg: MiproJobConfig, ctx: JobContext, job: Job,
+                                    app: TaskAppClient, acct: Accounting,
+                                    workdir: Path) -> list[Candidate]:
+    """c0 = the original instruction, then what one session of Synth's proposer adds."""
+    base = cfg.initial_prompt
+    candidates = [Candidate("c0", base.instruction, base, "baseline")]
+    if cfg.num_candidates == 0:
+        return candidates
+    split = cfg.env_config.get("split")
+    examples = await app.examples(cfg.bootstrap_seeds[:1000],
+                                  split if isinstance(split, str) else None)
+    rows = [{"row_id": f"train-{e.seed}", "seed": e.seed, "query": e.query, "intent": e.intent}
+            for e in examples]
+    if len(rows) > cfg.proposer.examples_per_proposal:
+        rows = random.Random(f"{cfg.seed}:rows:1").sample(rows, cfg.proposer.examples_per_proposal)
+    space = synth.compile_search_space(synth.MiproProgramTemplate(
+        program_id="mipro-bench", modules=(synth.MiproModuleTemplate(
+            module_id=MODULE_ID, instruction_candidates=(base.instruction,)),)))
+    agent = GatewayProposerAgent(
+        chat_url=f"{ctx.proposer_url.rstrip('/')}/chat/completions",
+        api_key=ctx.upstream_api_key, model=cfg.proposer.model, workdir=str(workdir),
+        temperature=cfg.proposer.temperature, max_tokens=cfg.proposer.max_tokens,
+        timeout_s=cfg.rollout_timeout_s, on_turn=acct.on_proposer_turn)
+    context = synth.MiproOpenEnvProposerContext(
+        objective="Improve the online reward while preserving output constraints.",
+        round_idx=1, grounding_payload={"sampled_train_rows": rows},
+        read_model_payload={"sampled_train_rows": rows},
+        baseline_candidate_id="c0", current_best_candidate_id="c0")
+    outcome = await synth.run_openenv_react_proposer(
+        compiled_space=space, agent=agent, context=context,
+        config=synth.MiproOpenEnvProposerConfig(
+            max_turns=MAX_TURNS, max_noop_turns=MAX_NOOP_TURNS,
+            max_instruction_patches=cfg.num_candidates,
+            max_patch_actions_per_session=cfg.num_candidates, chat_retry_attempts=1,
+            archive_root=str(workdir / "archive")))
+    options = outcome.compiled_space.instruction_lookup.get(
+        synth.instruction_component_key(MODULE_ID), {})
+    texts = [t for t in options.values() if t and t != base.instruction]
+    if not texts and acct.first_proposer_error:
+        raise JobFailed(f"Synth's proposer added no candidate: {acct.first_proposer_error}")
+    for text in dict.fromkeys(texts):
+        candidates.append(Candidate(f"c{len(candidates)}", text, base.with_instruction(text),
+                                    "proposal"))
+    ctx.store.emit(job, "proposal.completed", f"{len(candidates) - 1} instructions", {
+        "candidates": [{"candidate_id": c.cid, "instruction": c.instruction}
+                       for c in candidates[1:]],
+        "stop_reason": outcome.stop_reason, "lm_calls": acct.lm_calls})
+    return candidates
+
+
+@dataclass
 class _Rollout:
     rollout_id: str
     cid: str
-    trial: Any  # optuna.Trial
     reward: float | None = None
     done: bool = False
 
@@ -63,29 +150,29 @@ class OnlineSystem:
     acct: Accounting = field(default_factory=Accounting)
     trajectory: list[dict[str, Any]] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
-    _study: Any = None
 
     @staticmethod
     def new_id() -> str:
         return f"mipro_sys_{secrets.token_hex(6)}"
 
     def set_candidates(self, candidates: list[Candidate]) -> None:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         with self._lock:
             self.candidates = candidates
-            self._study = optuna.create_study(
-                direction="maximize", sampler=optuna.samplers.TPESampler(seed=self.seed))
-            self._study.enqueue_trial({"candidate": candidates[0].cid})
             self.version += 1
+
+    def _choose(self) -> str:
+        """Each candidate once in order, then the best seeded Thompson draw (see above)."""
+        served = len(self.rollouts)
+        if served < len(self.candidates):
+            return self.candidates[served].cid
+        rng = random.Random(f"{self.seed}:{served}")
+        return max(self.candidates, key=lambda c: rng.betavariate(
+            c.minibatch_reward + 1.0, c.minibatch_rollouts - c.minibatch_reward + 1.0)).cid
 
     # -- serving --
 
     def pick(self, rollout_id: str) -> str:
         """The candidate serving `rollout_id` (the same one on every call of that rollout)."""
-        import optuna
-
         with self._lock:
             known = self.rollouts.get(rollout_id)
             if known is not None:
@@ -95,11 +182,8 @@ class OnlineSystem:
             if len(self.rollouts) >= self.rollout_budget:
                 raise OnlineError(409, "budget_exhausted",
                                   f"the rollout budget of {self.rollout_budget} is spent")
-            dist = optuna.distributions.CategoricalDistribution(
-                [c.cid for c in self.candidates])
-            trial = self._study.ask({"candidate": dist})
-            cid = trial.params["candidate"]
-            self.rollouts[rollout_id] = _Rollout(rollout_id, cid, trial)
+            cid = self._choose()
+            self.rollouts[rollout_id] = _Rollout(rollout_id, cid)
             return cid
 
     def status(self, body: dict[str, Any]) -> dict[str, Any]:
@@ -128,20 +212,14 @@ class OnlineSystem:
                     raise OnlineError(409, "reward_already_set",
                                       f"rollout {rollout_id!r} already has its reward")
                 rollout.reward = float(reward)
-                self._study.tell(rollout.trial, rollout.reward)
                 cand = self._candidate(rollout.cid)
                 cand.minibatch_rollouts += 1
                 cand.minibatch_reward += rollout.reward
-                cand.trials += 1
                 self.version += 1
                 self._point()
             else:
                 if not rollout.done:
-                    rollout.done = True
-                    if rollout.reward is None:  # closed without a reward: not evidence
-                        import optuna
-
-                        self._study.tell(rollout.trial, state=optuna.trial.TrialState.FAIL)
+                    rollout.done = True  # closed without a reward: not evidence
                     self.version += 1
             return {"ok": True, "rollout_id": rollout_id, "candidate_id": rollout.cid,
                     "version": self.version, "finished": self.finished}

@@ -17,7 +17,14 @@ from typing import Any
 
 import httpx
 
-from mipro_bench.synth_local.proposer import LabelledExample
+
+@dataclass(frozen=True)
+class LabelledExample:
+    """A train example the task app shows (query and gold intent): the proposer's grounding."""
+
+    query: str
+    intent: str
+    seed: int | None = None  # the task-app seed it came from, when known
 
 
 class TaskAppUnreachable(RuntimeError):
