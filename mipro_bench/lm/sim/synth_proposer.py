@@ -246,7 +246,8 @@ def _instruction_component(orientation: dict[str, Any], calls: list[Call]) -> tu
                 "module_id"
             ):
                 module_id = str(item["module_id"])
-                return module_id, str(item.get("component_key") or f"{module_id}::instruction")
+                key = item.get("component_key") or f"module:{module_id}:instruction"
+                return module_id, str(key)
     return "", ""
 
 
