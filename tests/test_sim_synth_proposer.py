@@ -317,3 +317,48 @@ def test_over_http_through_the_served_gateway(gw: GatewayHandle) -> None:
     assert outcome.stop_reason == "patch_limit_reached"
     usage = gw.endpoint.usage()["synth"]["propose"]
     assert usage.calls == outcome.model_turn_count
+
+
+@pytest.mark.integration
+def test_measured_sessions_on_banking77(url: str, real_data_dir: Path) -> None:
+    """The README's numbers: turns and candidates per session, and how the candidates score
+    (the simulated LM on the task app's prompt, default panel's 308 test items, the suite's
+    label rule). Printed; run with -s to see them."""
+    import random
+
+    from mipro_bench.data import load_banking77, make_splits
+    from mipro_bench.labels import intent_from_tool_arguments, map_to_label
+    from mipro_bench.prompt import build_messages, classify_tool, tool_choice
+
+    panel = make_splits(load_banking77(real_data_dir), train_size=100, val_size=50,
+                        test_size=308, seed=0)
+    pairs = [(ex.text, ex.label) for ex in random.Random(0).sample(panel.train.examples, 50)]
+    lm = SimulatedLM()
+
+    def accuracy(instruction: str) -> float:
+        right = 0
+        for ex in panel.test.examples:
+            body = {"model": "gpt-4.1-nano", "temperature": 0.0,
+                    "messages": build_messages(instruction, ex.text, panel.labels),
+                    "tools": [classify_tool(panel.labels)], "tool_choice": tool_choice()}
+            call = lm.complete(body)["choices"][0]["message"]["tool_calls"][0]
+            got = intent_from_tool_arguments(call["function"]["arguments"])
+            right += map_to_label(got, panel.labels) == ex.label
+        return right / len(panel.test.examples)
+
+    baseline = accuracy(BASELINE_INSTRUCTION)
+    configs = {"default": {}, "max_instruction_patches=6": {"max_instruction_patches": 6},
+               "backend (6 and 6 patch actions)": {"max_instruction_patches": 6,
+                                                   "max_patch_actions_per_session": 6}}
+    print(f"\nbaseline {baseline:.1%}")
+    for name, config in configs.items():
+        outcome = run_session(url, rows=train_rows(pairs), **config)
+        scores = [accuracy(p.instruction_text) for p in outcome.instruction_patches]
+        hinted = sum(HINTS_HEADER in p.instruction_text for p in outcome.instruction_patches)
+        print(f"{name}: {outcome.model_turn_count} turns, {outcome.tool_call_count} tool calls, "
+              f"{len(scores)} candidates ({hinted} with hints), stop {outcome.stop_reason}, "
+              f"violations {outcome.policy_violation_count}; candidates "
+              f"mean {sum(scores) / len(scores):.1%}, best {max(scores):.1%}, "
+              f"worst {min(scores):.1%}")
+        assert outcome.stop_reason == "patch_limit_reached"
+        assert max(scores) > baseline

@@ -13,7 +13,7 @@ tool_choice is "required", "auto" or absent (a forced named tool is the task app
 The turn sequence, re-derived from the history on every turn (no hidden state):
 1. One batched read turn: `list_component_options` (the exact current instruction;
    `list_registered_candidates` too when its preview is truncated) and
-   `list_sampled_train_rows` (the labelled rows, limit 12-32).
+   `list_sampled_train_rows` (the labelled rows: as many as the orientation counts, 12-50).
 2. Write turns of 1-2 `add_instruction_candidate` calls (the system prompt asks for
    "1-2 targeted" patches), each a fresh proposal of proposer.py, the behaviour
    model every simulated optimizer shares: the task statement, a seeded format rule,
@@ -75,7 +75,9 @@ FINISH_TURNS = "turns_exhausted"  # the last turn
 FINISH_NOTHING = "no_new_candidate"  # no write possible (no read or write tool left to use)
 WRITES_PER_TURN = 2  # the research prompt: "submit 1-2 targeted transforms"
 GIVE_UP_AFTER = 3  # the research prompt: "If 3 consecutive patches are rejected ..."
-ROW_LIMIT_MIN, ROW_LIMIT_DEFAULT, ROW_LIMIT_MAX = 12, 16, 32  # 32 rows fit a 10k result
+# 50 Banking77 rows serialise to ~9.2k chars, under the 10k tool-result cap (a cut result
+# is still read row by row).
+ROW_LIMIT_MIN, ROW_LIMIT_DEFAULT, ROW_LIMIT_MAX = 12, 16, 50
 MAX_INSTRUCTION_CHARS = 1800  # MiproOpenEnvProposerConfig's default; lowered on refusal
 FALLBACK_MODULE = "system_prompt"  # only when neither the orientation nor a read names one
 _DISTINCT_TRIES = 8
