@@ -21,7 +21,7 @@ from mipro_bench.labels import intent_from_tool_arguments, map_to_label
 from mipro_bench.lm.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.results import Demo, OptimizedPrompt
-from mipro_bench.synth_local.proposer import LabelledExample, clean_instruction, proposal_messages
+from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages
 
 LM = SimulatedLM()
 

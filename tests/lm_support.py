@@ -70,9 +70,20 @@ class RecordingResponder:
             return len(self.bodies)
 
     def policy_systems(self) -> list[str]:
-        """System messages of the classification calls (the ones with the forced tool)."""
+        """System messages of the classification calls (the ones with the forced tool; Synth's
+        proposer turns carry tools too, and are left out)."""
+        from mipro_bench.lm.call_kind import call_kind
+
         with self._lock:
-            return [b["messages"][0]["content"] for b in self.bodies if b.get("tools")]
+            return [b["messages"][0]["content"] for b in self.bodies
+                    if b.get("tools") and call_kind(b) == "tool_call"]
+
+    def proposer_turns(self) -> list[dict[str, Any]]:
+        """Bodies of Synth's proposer turns (native tools, among them add_instruction_*)."""
+        from mipro_bench.lm.call_kind import call_kind
+
+        with self._lock:
+            return [b for b in self.bodies if b.get("tools") and call_kind(b) == "proposer"]
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ from mipro_bench.lm.sim import SimulatedLM
 from mipro_bench.lm.sim.dspy_shape import fields_of
 from mipro_bench.lm.sim.proposer import FORMAT_RULES
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
-from mipro_bench.synth_local.proposer import LabelledExample, clean_instruction, proposal_messages
+from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages
 
 pytestmark = pytest.mark.integration
 

@@ -3,7 +3,7 @@
 DSPy's prompts are rendered from DSPy 3.4.1's own proposer signatures with
 the inputs its GroundedProposer builds (Example reprs, `create_example_string`
 task demos); the Synth-style prompt comes from the local backend's real
-`proposal_messages`. Answers are parsed back with the real parsers.
+`proposal_messages` (tests/proposal_prompt.py). Answers are parsed back with the real parsers.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from dspy.propose.utils import create_example_string, strip_prefix
 from mipro_bench.labels import intent_from_tool_arguments
 from mipro_bench.lm.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
-from mipro_bench.synth_local.proposer import LabelledExample, clean_instruction, proposal_messages
+from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages
 
 LABELS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked", "top_up_failed")
 TRAIN = [

@@ -1,4 +1,4 @@
-"""The local Synth backend's pure parts: patterns, budget plan, config, jobs, keys, proposals.
+"""The local Synth backend's pure parts: patterns, budget plan, config, jobs, keys, agent.
 
 No server and no data files: these are the rules the HTTP tests rely on.
 """
@@ -6,7 +6,7 @@ No server and no data files: these are the rules the HTTP tests rely on.
 from __future__ import annotations
 
 import base64
-import random
+import json
 
 import pytest
 from hypothesis import given, settings
@@ -15,23 +15,11 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, initial_prompt
 from mipro_bench.synth_local.auth import AuthError, EnvKeyError, KeyRing
+from mipro_bench.synth_local.budget import plan_synth_budget
 from mipro_bench.synth_local.config import ConfigError, parse_job_config, redacted_section
 from mipro_bench.synth_local.jobs import JobStateError, JobStore
-from mipro_bench.synth_local.mipro import (
-    Candidate,
-    best_candidate,
-    leader,
-    plan_budget,
-    round_sizes,
-)
 from mipro_bench.synth_local.patterns import PatternError, PromptPattern
-from mipro_bench.synth_local.proposer import (
-    LabelledExample,
-    ProposerSettings,
-    clean_instruction,
-    proposal_messages,
-    propose,
-)
+from mipro_bench.synth_local.proposer_agent import VIRTUAL_ROOT, GatewayProposerAgent
 
 LABELS = ("card_arrival", "lost_or_stolen_card", "Refund_not_showing_up")
 
@@ -79,51 +67,67 @@ def test_unusable_initial_prompts_are_pattern_errors(bad: object) -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(budget=st.integers(1, 3000), n_val=st.integers(0, 400), batch=st.integers(1, 64),
-       full=st.integers(1, 8))
-def test_the_plan_never_exceeds_the_rollout_budget(budget: int, n_val: int, batch: int,
-                                                   full: int) -> None:
-    plan = plan_budget(budget, n_val, batch, full)
-    spent = plan.full_evals * plan.val_n + plan.search_rollouts
-    assert spent <= budget
-    assert plan.search_rollouts >= 0 and plan.val_n <= n_val
-    # The trials spend the search budget exactly: full batches and one smaller last one.
-    assert (plan.trials - 1) * batch < plan.search_rollouts <= plan.trials * batch \
-        or plan.trials == plan.search_rollouts == 0
-    assert plan.full_evals * plan.val_n <= budget // 2  # at most half on full evaluations
+@given(budget=st.integers(1, 3000), n_train=st.integers(1, 400), n_val=st.integers(0, 400),
+       candidates=st.integers(0, 20), rounds=st.integers(1, 6))
+def test_the_synth_plan_never_exceeds_the_rollout_budget(budget: int, n_train: int, n_val: int,
+                                                         candidates: int, rounds: int) -> None:
+    plan = plan_synth_budget(budget, n_train=n_train, n_val=n_val, num_candidates=candidates,
+                             proposal_rounds=rounds)
+    assert plan.planned_rollouts <= budget
+    assert 1 <= plan.minibatch <= n_train and plan.val_n <= n_val
+    assert plan.trials == 1 + plan.proposer_rounds * plan.top_k
+    assert 2 * plan.val_n <= budget // 2  # at most half on held-out evaluations
+    # Nothing worth a trial is left unspent: one more rollout per trial would not fit,
+    # unless the minibatch is already the whole train pool.
+    assert plan.minibatch == n_train or \
+        2 * plan.val_n + plan.trials * (plan.minibatch + 1) > budget
 
 
 def test_the_default_matrix_budget_plan() -> None:
-    plan = plan_budget(550, 50, 10, 3)
-    assert (plan.val_n, plan.full_evals, plan.search_rollouts, plan.trials) == (50, 3, 400, 40)
-    tiny = plan_budget(3, 3, 10, 3)  # the CLI smoke run: one val seed, one 2-rollout trial
-    assert (tiny.val_n, tiny.full_evals, tiny.search_rollouts, tiny.trials) == (1, 1, 2, 1)
+    plan = plan_synth_budget(550, n_train=100, n_val=50, num_candidates=6, proposal_rounds=2)
+    assert (plan.val_n, plan.proposer_rounds, plan.top_k, plan.trials, plan.minibatch) == \
+        (50, 2, 3, 7, 64)
+    assert plan.planned_rollouts == 548 and plan.proposals_per_round == 6
+    # The CLI smoke run (3 rollouts, train 5, val 3): no held-out, baseline + 2 proposals.
+    tiny = plan_synth_budget(3, n_train=5, n_val=3, num_candidates=6, proposal_rounds=2)
+    assert (tiny.val_n, tiny.proposer_rounds, tiny.top_k, tiny.trials, tiny.minibatch) == \
+        (0, 1, 2, 3, 1)
 
 
-def test_round_sizes_split_the_proposals() -> None:
-    assert round_sizes(6, 2) == [3, 3]
-    assert round_sizes(7, 3) == [3, 2, 2]
-    assert round_sizes(2, 5) == [1, 1]
-    assert round_sizes(0, 2) == []
+# --- the proposer agent's paths ---------------------------------------------------------------
 
 
-def _cand(cid: str, mb: tuple[float, int] | None = None, full: float | None = None,
-          source: str = "proposal") -> Candidate:
-    c = Candidate(cid, cid, baseline(), source)
-    if mb:
-        c.minibatch_reward, c.minibatch_rollouts = mb
-    c.full_score = full
-    return c
+async def test_the_agent_hides_the_workdir_and_maps_it_back_in_tool_calls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one case have different working directories; the requests must not."""
+    from synth_optimizers.miprov2.core import proposer_openenv as openenv
 
+    sent: list[dict[str, object]] = []
 
-def test_selection_prefers_full_scores_and_the_baseline_keeps_a_tie() -> None:
-    c0 = _cand("c0", (3, 10), 0.5, source="baseline")
-    c1 = _cand("c1", (9, 10), 0.5)
-    c2 = _cand("c2", (8, 10), None)
-    assert best_candidate([c0, c1, c2]) is c0  # tie on val: the original instruction stays
-    c1.full_score = 0.52
-    assert best_candidate([c0, c1, c2]) is c1
-    assert leader([c0, c1, c2], exclude_full=True) is c2
+    async def fake_turn(**kwargs: object) -> openenv.MiproOpenEnvTurnResponse:
+        sent.append(kwargs)
+        args = {"path": f"{VIRTUAL_ROOT}/ledger_workspace/x.json"}
+        call = {"id": "t1", "type": "function",
+                "function": {"name": "read_evidence_file", "arguments": json.dumps(args)}}
+        return openenv.MiproOpenEnvTurnResponse(
+            assistant_message={"role": "assistant", "content": "", "tool_calls": [call]},
+            tool_calls=(openenv.MiproOpenEnvToolInvocation(
+                tool_call_id="t1",
+                action=openenv.MiproOpenEnvAction(name="read_evidence_file", arguments=args)),))
+
+    monkeypatch.setattr(openenv, "_next_action_via_openai_compatible", fake_turn)
+    turns: list[str | None] = []
+    agent = GatewayProposerAgent(chat_url="http://gw/v1/chat/completions", api_key="k",
+                                 model="m", workdir="/tmp/run-123", on_turn=turns.append)
+    messages = [{"role": "user", "content": "ledger at /tmp/run-123/ledger.sqlite"}]
+    turn = await agent.next_turn(objective="o", runtime_tools=[], messages=messages,
+                                 proposer_state={})
+    assert "/tmp/run-123" not in json.dumps(sent[0]["messages"])
+    assert f"{VIRTUAL_ROOT}/ledger.sqlite" in json.dumps(sent[0]["messages"])
+    assert turn.tool_calls[0].action.arguments["path"] == "/tmp/run-123/ledger_workspace/x.json"
+    function = turn.assistant_message["tool_calls"][0]["function"]
+    assert json.loads(function["arguments"])["path"].startswith("/tmp/run-123/")
+    assert turns == [None]
 
 
 # --- config -------------------------------------------------------------------------------------
@@ -224,40 +228,3 @@ def test_keyring_accepts_both_auth_styles_and_opens_sealed_env_keys() -> None:
     other = base64.b64encode(SealedBox(stranger).encrypt(b"x")).decode()
     with pytest.raises(EnvKeyError, match="does not open"):
         ring.store_sealed("sk_test", "ENVIRONMENT_API_KEY", other)
-
-
-# --- proposals ------------------------------------------------------------------------------
-
-
-def test_proposal_prompt_has_the_shape_the_simulated_lm_reads() -> None:
-    examples = [LabelledExample("Where is my card?", "card_arrival")]
-    text = proposal_messages(BASELINE_INSTRUCTION, examples, "Be brief.", task="t")[-1]["content"]
-    assert f"Current instruction:\n{BASELINE_INSTRUCTION}" in text
-    assert "Query: Where is my card?\nIntent: card_arrival" in text
-    assert "Propose" in text and "instruction" in text
-
-
-def test_clean_instruction_strips_preambles_and_fences() -> None:
-    assert clean_instruction('```\nNew instruction: "Do X."\n```') == "Do X."
-    assert clean_instruction("Here is the improved instruction: Do Y.") == "Do Y."
-    with pytest.raises(ValueError):
-        clean_instruction("  ``` ```  ")
-
-
-async def test_propose_skips_failures_and_duplicates_and_records_what_was_shown() -> None:
-    pool = [LabelledExample(f"q{i}", "card_arrival", seed=i) for i in range(10)]
-    calls = iter(["Same.", "Same.", RuntimeError("boom"), BASELINE_INSTRUCTION, "Other."])
-    errors: list[int] = []
-
-    async def complete(messages: list[dict[str, str]], temperature: float) -> str:
-        item = next(calls)
-        if isinstance(item, Exception):
-            raise item
-        return item
-
-    out = await propose(complete, instruction=BASELINE_INSTRUCTION, pool=pool,
-                        settings=ProposerSettings(num_candidates=5, examples_per_proposal=3),
-                        rng=random.Random(0), on_error=lambda i, exc: errors.append(i))
-    assert [p.instruction for p in out] == ["Same.", "Other."]
-    assert errors == [2]
-    assert all(len(p.seeds) == 3 and p.seeds <= set(range(10)) for p in out)

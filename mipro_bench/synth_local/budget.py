@@ -52,9 +52,9 @@ def plan_synth_budget(rollout_budget: int, *, n_train: int, n_val: int, num_cand
         raise ValueError("rollout budget must be at least 1")
     if n_train < 1:
         raise ValueError("the train pool is empty")
-    rounds = max(1, proposal_rounds)
-    proposals = max(1, num_candidates)
-    top_k = max(1, math.ceil(proposals / rounds))
+    # No candidates asked for: the baseline alone (no proposer round).
+    rounds = max(1, proposal_rounds) if num_candidates > 0 else 0
+    top_k = max(1, math.ceil(num_candidates / rounds)) if rounds else 1
     val_n = min(n_val, rollout_budget // 4)
     train_budget = rollout_budget - 2 * val_n
     # A budget smaller than the trials shrinks the search: fewer rounds, then fewer per wave.

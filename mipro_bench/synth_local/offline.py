@@ -215,7 +215,7 @@ class SynthOfflineRun:
             proposer_config=synth.MiproOpenEnvProposerConfig(
                 max_turns=MAX_TURNS, max_noop_turns=MAX_NOOP_TURNS,
                 max_instruction_patches=plan.proposals_per_round,
-                max_patch_actions_per_session=plan.proposals_per_round,
+                max_patch_actions_per_session=plan.proposals_per_round + 2,
                 chat_retry_attempts=1,  # the gateway retries the upstream itself
                 archive_root=str(workdir / "archive")),
         )
@@ -245,6 +245,8 @@ class SynthOfflineRun:
             "candidates": [
                 {"candidate_id": cid, "instruction": text,
                  "source": "baseline" if cid == "c0" else "proposal",
+                 "trials": int(cid in self.train_scores),
+                 "minibatch_rollouts": self.plan.minibatch if cid in self.train_scores else 0,
                  "minibatch_score": self.train_scores.get(cid),
                  "full_score": self.heldout_scores.get(cid)}
                 for cid, text in self.instructions.items()],

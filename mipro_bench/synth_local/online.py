@@ -109,7 +109,7 @@ async def propose_online_candidates(cfg: MiproJobConfig, ctx: JobContext, job: J
         config=synth.MiproOpenEnvProposerConfig(
             max_turns=MAX_TURNS, max_noop_turns=MAX_NOOP_TURNS,
             max_instruction_patches=cfg.num_candidates,
-            max_patch_actions_per_session=cfg.num_candidates, chat_retry_attempts=1,
+            max_patch_actions_per_session=cfg.num_candidates + 2, chat_retry_attempts=1,
             archive_root=str(workdir / "archive")))
     options = outcome.compiled_space.instruction_lookup.get(
         synth.instruction_component_key(MODULE_ID), {})
