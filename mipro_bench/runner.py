@@ -19,7 +19,9 @@ gateway per phase, and an optimizer's own best score kept apart from test
 accuracy. A run that fails (any exception, an LM outage included) still
 leaves a `failed` record with the error and whatever it finished; so does a
 case its optimizer's `check` refuses (before any LM call): its record says
-`refused: <reason>` (and `details.refused`), so the comparison still has its row.
+`refused: <reason>` (and `details.refused`), so the comparison still has its row;
+so does a case a service refuses once it has started (`ServiceRefused`, e.g. Synth's
+hosted service refusing the job's route), whatever it finished kept.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from mipro_bench.optimizers.base import (
     OptimizeOutcome,
     Optimizer,
     OptimizeRequest,
+    ServiceRefused,
     UsageError,
     UsageReader,
 )
@@ -178,7 +181,8 @@ def run_case(
     (`by_executor[name].error`) and does not fail the case. An unsupported mode raises
     (the matrix shows it as "not supported"); a case its optimizer's `check` refuses
     (UsageError, before any LM call) ends in a `failed` record whose error is
-    `refused: <reason>` and whose `details.refused` is the reason; everything after
+    `refused: <reason>` and whose `details.refused` is the reason (as does a
+    `ServiceRefused` raised by a phase, after what it finished); everything after
     that ends in a written record, `failed` or not. `watch` (a `progress.CaseProgress`)
     is told the plan and each phase, and shows the gateway's counts live.
     """
@@ -274,6 +278,9 @@ def run_case(
         done.phase = None
     except CaseRefused as exc:
         error = f"refused: {exc}"
+    except ServiceRefused as exc:  # refused by a service mid-case: recorded as a refusal too
+        refused = " ".join(str(exc).split()) or type(exc).__name__
+        error = f"refused: {refused}"
     except Exception as exc:
         error = _one_line(exc)
         log.warning("case %s failed in %s: %s", request.scope, done.phase, error)

@@ -43,6 +43,15 @@ class UsageError(UserError, ValueError):
     """
 
 
+class ServiceRefused(RuntimeError):
+    """A service the optimizer runs on refused the case once it had started (e.g. Synth's
+    hosted service refusing the job's route): its message is one complete line for the user.
+
+    The runner records it like a refused check (`refused: <line>`, `details.refused`), not
+    as a crash: the user acts on it by choosing another path, not by retrying.
+    """
+
+
 @dataclass(frozen=True)
 class OptimizeRequest:
     splits: Splits

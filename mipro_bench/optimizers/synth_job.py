@@ -12,13 +12,17 @@ Order of a run (each step undone in reverse when the block ends):
    app's key, sealed, to the backend) -> `submit()` -> for online MIPRO the
    client's rollouts -> `poll_until_complete()`.
 A job that ends failed, cancelled or not at all raises `SynthJobFailed` with
-one line; the runner records the case as failed.
+one line; the runner records the case as failed. Synth's hosted service refusing
+the path (the job route gone, the tunnel URL or the key refused) or a Cloudflare
+tunnel that cannot open here raises `HostedRefused` with one line pointing at the
+local path (`synth_refusals`); the runner records the case as refused.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
@@ -35,12 +39,19 @@ from mipro_bench.optimizers.synth_mipro import (
     sdk_environment,
     sdk_model_for,
 )
+from mipro_bench.optimizers.synth_refusals import (
+    HostedRefused,
+    poll_refusal,
+    submit_refusal,
+    tunnel_failure_line,
+)
 
 if TYPE_CHECKING:
     from mipro_bench.optimizers.synth_mipro import SynthMIPRO
 
 LOCAL_POLL_INTERVAL_S = 0.25
 HOSTED_POLL_INTERVAL_S = 5.0
+SDK_AUTH_LOGGER = "synth_ai.sdk.localapi.auth"  # where synth-ai logs a failed env-key upload
 
 
 def backend_url_for(opt: SynthMIPRO, kind: Literal["local", "hosted"]) -> str | None:
@@ -105,6 +116,8 @@ def open_tunnel(port: int, kind: Literal["local", "hosted"], *, env_api_key: str
             port, backend=backend, api_key=api_key, env_api_key=env_api_key,
             backend_url=backend_url if remote else None))
     except Exception as exc:
+        if remote:  # without its tunnel the hosted path cannot run here at all
+            raise HostedRefused(tunnel_failure_line(exc, backend.name, backend_url)) from None
         raise SynthJobFailed(f"could not open a {backend.name} tunnel to the task app: "
                              f"{one_line(exc)}") from None
     try:
@@ -113,6 +126,33 @@ def open_tunnel(port: int, kind: Literal["local", "hosted"], *, env_api_key: str
     finally:
         with contextlib.suppress(Exception):
             tunnel.close()
+
+
+class _Collect(logging.Handler):
+    """Keeps the messages of the records it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(" ".join(record.getMessage().split()))
+
+
+@contextlib.contextmanager
+def sdk_warnings(name: str = SDK_AUTH_LOGGER) -> Iterator[list[str]]:
+    """synth-ai's logged warnings under `name` (its failed env-key upload), kept instead of
+    printed: a refused upload comes just before a refused submit, whose one line is the
+    whole story; a job that goes on says them once, as progress, and keeps them."""
+    logger, handler = logging.getLogger(name), _Collect()
+    propagate = logger.propagate
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
 
 
 def json_fetcher(backend_url: str, api_key: str, timeout_s: float = 30.0
@@ -139,7 +179,10 @@ def json_fetcher(backend_url: str, api_key: str, timeout_s: float = 30.0
     return fetch
 
 
-def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float) -> Any:
+def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float,
+          hosted_url: str | None) -> Any:
+    """The SDK's poll; `hosted_url` (the hosted backend's, None for the local one) turns the
+    service refusing the poll route into `HostedRefused`."""
     seen: dict[str, Any] = {}
 
     def on_status(data: dict[str, Any]) -> None:
@@ -154,6 +197,9 @@ def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float) 
         return job.poll_until_complete(timeout=opt.options.job_timeout_s, interval=interval,
                                        on_status=on_status, request_timeout=30.0)
     except RuntimeError as exc:  # the SDK gives up after 5 consecutive polling errors
+        refused = hosted_url and poll_refusal(exc, hosted_url, job.job_id)
+        if refused:
+            raise HostedRefused(refused) from None
         raise SynthJobFailed(f"polling Synth job {job.job_id} failed: {one_line(exc)}") from None
 
 
@@ -163,7 +209,6 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
 
     from mipro_bench.harness import private_harness
     from mipro_bench.optimizers.synth_online import OnlineDriveError, drive_online
-    from mipro_bench.synth_local import start_local_backend
 
     external = backend_url_for(opt, kind)
     synth_key = os.environ.get("SYNTH_API_KEY")
@@ -180,6 +225,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             open_tunnel(task_app.port, kind, env_api_key=env_key, api_key=synth_key,
                         backend_url=external)))
         if external is None:
+            from mipro_bench.synth_local import start_local_backend  # not the hosted path's
+
             # One local backend per session; each job names its own LM URLs (this case's
             # gateway scope) in its config, so jobs never share state or usage.
             local = harness.shared("synth_local_backend", lambda: start_local_backend(
@@ -199,19 +246,26 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             proposer_inference_url=optimize_url if kind == "local" else None,
             inference_api_key=request.lm.api_key if kind == "local" else None,
         )
+        # Only the hosted path's refusals point at the local path; the local one's are its own.
+        hosted_url = backend_url if kind == "hosted" else None
         interval = opt.options.poll_interval_s or (
             LOCAL_POLL_INTERVAL_S if external is None else HOSTED_POLL_INTERVAL_S)
         online: dict[str, Any] = {}
         with sdk_environment(env_key):
-            with quiet_unknown_fields() as unknown_fields:
+            with quiet_unknown_fields() as unknown_fields, sdk_warnings() as warned:
                 job = PolicyOptimizationJob.from_dict(
                     config, backend_url=backend_url, api_key=api_key, algorithm="mipro",
                     skip_health_check=kind == "hosted")
                 try:
                     job_id = job.submit()
                 except Exception as exc:  # RuntimeError (HTTP), click/ValueError (validation)
+                    refused = hosted_url and submit_refusal(exc, hosted_url, public_url)
+                    if refused:
+                        raise HostedRefused(refused) from None
                     raise SynthJobFailed(f"submitting the Synth job to {backend_url} failed: "
                                          f"{one_line(exc)}") from None
+            for message in warned:
+                request.say(f"synth-ai: {message}")
             request.say(f"Synth job {job_id} submitted to {backend_url}")
             if settings.mode == "online":
                 try:
@@ -229,7 +283,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                         job.cancel(reason="online client failed")
                     raise SynthJobFailed(f"online MIPRO job {job_id}: {one_line(exc)}") from None
                 online = summary.to_dict()
-            result = _poll(job, opt, request, interval)
+            result = _poll(job, opt, request, interval, hosted_url)
         if not result.is_terminal:
             with contextlib.suppress(Exception):
                 job.cancel(reason="mipro-bench timeout")
@@ -244,6 +298,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                  "tunnel": tunnel_backend_name(kind, external),
                  "backend_url": backend_url, "settings": dict(settings.__dict__),
                  "sdk_unknown_fields": sorted(set(unknown_fields))}
+        if warned:
+            extra["sdk_warnings"] = warned
         if online:
             extra["online"] = online
         return outcome_from(result, backend="local" if kind == "local" else "hosted",
