@@ -589,10 +589,38 @@ def _row_flags(runs: list[RunRecord], mode: str) -> tuple[str, ...]:
             "the baseline instruction"
         flags.append(f"UNCHANGED PROMPT: the optimized prompt is the baseline itself ({what}; "
                      f"seed {', '.join(map(str, same))}): its +0.0 is not an optimization")
-    if any(r.backend == "local" for r in runs):
-        flags.append("LOCAL BACKEND: run by the suite's own local re-implementation of this "
-                     "optimizer's algorithm (backend=local), not the hosted service")
+    local = [r for r in runs if r.backend == "local"]
+    if local:
+        flags.append(local_backend_flag(local))
     return tuple(flags)
+
+
+def optimizer_package(record: RunRecord) -> str | None:
+    """'<name> <version>' of the optimizer package a record says ran
+    (`details.synth.optimizer_package`), or None: records before the local backend ran
+    Synth's published package do not name one."""
+    synth = record.details.get("synth")
+    package = synth.get("optimizer_package") if isinstance(synth, dict) else None
+    if not isinstance(package, dict) or not package.get("name"):
+        return None
+    return " ".join(str(package[k]) for k in ("name", "version") if package.get(k))
+
+
+def local_backend_flag(runs: list[RunRecord]) -> str:
+    """The LOCAL BACKEND flag: which Synth code ran on this machine, as the records name it,
+    so a reader never takes a local row for Synth's hosted service. An older record that
+    names no package ran the suite's own re-implementation, and the flag says so."""
+    packages = sorted({p for r in runs if (p := optimizer_package(r))})
+    unnamed = sum(1 for r in runs if optimizer_package(r) is None)
+    parts = []
+    if packages:
+        parts.append(f"the local backend runs Synth's published MIPROv2 "
+                     f"({', '.join(packages)}) on this machine")
+    if unnamed:
+        parts.append(f"{'some records name' if packages else 'the records name'} no optimizer "
+                     "package (older records: the suite's own re-implementation of Synth's "
+                     "MIPRO)")
+    return f"LOCAL BACKEND: {'; '.join(parts)}, not Synth's hosted service (backend=local)"
 
 
 def _estimate(items: tuple[ItemResult, ...], ctx: _Ctx, *parts: object

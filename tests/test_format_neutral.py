@@ -282,13 +282,27 @@ def test_an_optimized_prompt_equal_to_the_baseline_is_flagged() -> None:
     assert "UNCHANGED PROMPT" in render_table(build_comparison([rec], n_resamples=100))
 
 
-def test_a_local_backend_row_is_labelled_as_the_suites_re_implementation() -> None:
-    rec = dataclasses.replace(record(optimizer="synth_mipro"), backend="local")
+PACKAGE = {"name": "synth-optimizers", "version": "0.1.1", "module": "synth_optimizers.miprov2"}
+
+
+def test_a_local_backend_row_says_synths_published_package_ran_here() -> None:
+    rec = dataclasses.replace(record(optimizer="synth_mipro"), backend="local",
+                              details={"synth": {"optimizer_package": PACKAGE}})
     comp = build_comparison([rec], n_resamples=100)
     (row,) = comp.rows
-    assert any(f.startswith("LOCAL BACKEND") for f in row.flags)
+    (flag,) = [f for f in row.flags if f.startswith("LOCAL BACKEND")]
+    assert "Synth's published MIPROv2 (synth-optimizers 0.1.1) on this machine" in flag
+    assert "not Synth's hosted service" in flag and "re-implementation" not in flag
     assert "LOCAL" in render_table(comp)
-    assert "local re-implementation" in render_markdown(comp)
+    assert "synth-optimizers 0.1.1" in render_markdown(comp)
+
+
+def test_an_older_local_record_without_a_package_is_labelled_as_the_suites_own() -> None:
+    rec = dataclasses.replace(record(optimizer="synth_mipro"), backend="local")
+    (row,) = build_comparison([rec], n_resamples=100).rows
+    (flag,) = [f for f in row.flags if f.startswith("LOCAL BACKEND")]
+    assert "name no optimizer package" in flag and "re-implementation" in flag
+    assert "synth-optimizers" not in flag and "not Synth's hosted service" in flag
 
 
 def test_the_html_report_warns_on_few_items_per_intent_and_not_to_compare_own_scores() -> None:
