@@ -245,6 +245,7 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             policy_inference_url=optimize_url if kind == "local" else None,
             proposer_inference_url=optimize_url if kind == "local" else None,
             inference_api_key=request.lm.api_key if kind == "local" else None,
+            workdir=str(request.workdir.resolve()) if external is None else None,
         )
         # Only the hosted path's refusals point at the local path; the local one's are its own.
         hosted_url = backend_url if kind == "hosted" else None

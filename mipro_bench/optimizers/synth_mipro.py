@@ -111,6 +111,7 @@ def job_config(
     max_tokens: int = 256,
     proposer_max_tokens: int = 512,
     sdk_model: str | None = None,
+    workdir: str | None = None,
 ) -> dict[str, Any]:
     """The `prompt_learning` table the SDK validates and submits.
 
@@ -123,7 +124,8 @@ def job_config(
     (`sdk_model_for`); the real model then also travels in `mipro.policy_model`, which only
     the local backend reads, and is what every LM call names. The local backend reads the
     proposer's model from `proposer.model`, so `meta_model` (which the SDK checks against
-    its list) is only sent to the hosted backend.
+    its list) is only sent to the hosted backend. `workdir` (local backend only) is the
+    case's working directory, where Synth's MIPROv2 keeps its run ledger and traces.
     """
     n_train, n_val = len(splits.train), len(splits.val)
     # Offline, proposals are grounded on the whole train split by default and each
@@ -178,6 +180,8 @@ def job_config(
         mipro["policy_inference_url"] = policy_inference_url
     if inference_api_key and (policy_inference_url or proposer_inference_url):
         mipro["inference_api_key"] = inference_api_key
+    if workdir:
+        mipro["workdir"] = workdir
     return {
         "prompt_learning": {
             "algorithm": "mipro",
@@ -404,10 +408,20 @@ def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any
             "rollouts_failed": raw.get("rollouts_failed"),
             "lm_calls": raw.get("lm_calls"),
             "budget_plan": raw.get("budget_plan"),
+            "budget_spent": raw.get("budget_spent"),
+            # The local backend names the Synth code that ran (synth-optimizers' MIPROv2).
+            "optimizer_package": (raw.get("synth_optimizer") or {}).get("name") and {
+                k: raw["synth_optimizer"][k] for k in ("name", "version", "module")},
+            "synth_optimizer": raw.get("synth_optimizer"),
             "job_seconds": raw.get("seconds"),
             **extra,
         }
     }
+    calls = raw.get("lm_calls")
+    if isinstance(calls, Mapping) and "policy" in calls and "proposer" in calls:
+        # The budget table's role split: rollouts (task model) vs Synth's proposer turns.
+        details["lm_calls_by_role"] = {"task_model": calls["policy"],
+                                       "proposer": calls["proposer"]}
     return OptimizeOutcome(
         prompt=OptimizedPrompt(instruction=found.instruction, demos=()),
         best_val_score=score,
