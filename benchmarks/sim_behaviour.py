@@ -7,7 +7,8 @@ the task app's exact request (forced tool call) or DSPy's ChatAdapter prompt of 
 suite's own `query -> intent` program, and scores with the suite's one label rule.
 Prints fixed prompts (baseline, format rule, a hint-rich proposal, demos); given a
 results directory of `run_comparison.py`, also every optimized prompt there, and each
-few-shot prompt with its demos removed. The README's simulated-LM numbers come from here.
+few-shot prompt with its demos removed. The simulated-LM numbers in docs/simulated-lm.md
+come from here.
 """
 
 from __future__ import annotations

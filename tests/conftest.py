@@ -101,7 +101,7 @@ def local_model() -> Path:
     required = os.environ.get("MIPRO_BENCH_REQUIRE_LOCAL_LLM") == "1"
     problem = None
     if not llama_cpp_available():
-        problem = "llama-cpp-python is not installed (extra 'local'; see README)"
+        problem = "llama-cpp-python is not installed (extra 'local'; see docs/real-models.md)"
     else:
         try:
             return default_model_path()

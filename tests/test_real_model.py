@@ -73,7 +73,7 @@ def test_the_committed_real_model_recording_replays_exactly(real_data_dir: Path,
                                                             tmp_path: Path) -> None:
     """No LM at all: every call is answered from the recording, and the records equal the
     recorded run's (per item, prompts, usage counts). If this fails after a change to what
-    the suite sends, re-record (README: "Resume, journals and recordings")."""
+    the suite sends, re-record (docs/real-models.md: "The real-model run CI makes")."""
     if not RECORDING.is_file():
         pytest.skip(f"no committed recording at {RECORDING}")
     results = tmp_path / "results"

@@ -90,8 +90,8 @@ def test_narrow_table_wraps_but_never_truncates_names(comparison: Comparison) ->
 
 def test_the_full_not_supported_reason_is_in_the_skip_line_json_markdown_and_html(
         comparison: Comparison, tmp_path: Path) -> None:
-    """README: the table cuts a long status at 80 characters; pytest's skip line, the
-    comparison JSON, the Markdown and the HTML report carry the whole reason."""
+    """docs/reading-the-report.md: the table cuts a long status at 80 characters; pytest's
+    skip line, the comparison JSON, the Markdown and the HTML report carry the whole reason."""
     from mipro_bench.benchcase import run_bench_case
 
     with pytest.raises(pytest.skip.Exception) as skipped:

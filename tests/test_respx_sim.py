@@ -1,5 +1,5 @@
-"""The `mipro_sim_respx` fixture, used as a user would use it (this file is the README's
-example): an httpx client of your own, answered by the simulated LM with no socket."""
+"""The `mipro_sim_respx` fixture, used as a user would use it (this file is the example in
+docs/simulated-lm.md): an httpx client of your own, answered by the simulated LM with no socket."""
 
 from __future__ import annotations
 
