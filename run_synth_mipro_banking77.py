@@ -11,7 +11,8 @@ line and labels the record backend=local. With no OPENAI_API_KEY and no
 --api-base the LM is the simulated one (offline). The baseline and the
 optimized instruction are both scored on the held-out test split through the
 task app. The record goes to results/banking77_synth_mipro_YYYYMMDD_HHMMSS.json.
-Exit 0 ok, 1 the run failed (record written), 2 bad usage.
+Exit 0 ok, 1 the run failed (record written), 2 bad usage or a refusal, e.g. Synth's
+hosted service refusing synth-ai 0.7.3's route or tunnel (one line; record written).
 """
 
 from __future__ import annotations
