@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.lm.call_kind import call_kind
 from mipro_bench.lm.journal import JOURNAL_SUFFIX, read_journal_dir
 from tests.plugin_support import REPO, clean_env
 
@@ -93,6 +94,7 @@ class JournalTail:
         self.offset = 0
         self.rest = b""
         self.phases: Counter[str] = Counter()
+        self.kinds: Counter[str] = Counter()  # "phase:call kind" (e.g. optimize:proposer)
         self.order: list[str] = []  # phases in the order they first appeared
 
     def poll(self) -> Counter[str]:
@@ -106,12 +108,16 @@ class JournalTail:
         *lines, self.rest = (self.rest + data).split(b"\n")
         for line in lines:
             try:
-                phase = json.loads(line)["phase"]
+                entry = json.loads(line)
+                phase = entry["phase"]
             except (ValueError, KeyError):
                 continue
             if phase not in self.phases:
                 self.order.append(phase)
             self.phases[phase] += 1
+            request = entry.get("request")
+            if isinstance(request, dict):
+                self.kinds[f"{phase}:{call_kind(request)}"] += 1
         return self.phases
 
 
@@ -122,14 +128,16 @@ class Killed:
     output: str
     phases: Counter[str]  # the watched scope's journal lines per phase at the stop
     order: list[str]
+    kinds: Counter[str]  # the watched scope's journal lines per "phase:call kind"
     keys: dict[str, set[tuple[str, int]]]  # per scope, what the journals can answer
     records: set[str] = field(default_factory=set)  # record files written before the kill
 
 
 def kill_at(results: Path, data_dir: Path, scope: str, phase: str, lines: int,
-            *args: str, timeout: float = 240) -> Killed:
+            *args: str, timeout: float = 240, kind: str | None = None) -> Killed:
     """Start `run_comparison.py <args>` (own process group, slow LM), stop the group once
-    `scope`'s journal holds `lines` lines of `phase`, snapshot, then SIGKILL the group."""
+    `scope`'s journal holds `lines` lines of `phase` (of that call kind, when `kind` is
+    given: e.g. "proposer" for Synth's proposer turns), snapshot, then SIGKILL the group."""
     cmd = cli_command(results, *args, *SLOW)
     env = {**clean_env(data_dir), "MIPRO_TEST_LM_LATENCY": LATENCY_S}
     log = results.parent / f"{results.name}-{scope}-{phase}.log"
@@ -140,7 +148,11 @@ def kill_at(results: Path, data_dir: Path, scope: str, phase: str, lines: int,
                                 start_new_session=True)
         try:
             deadline = time.monotonic() + timeout
-            while tail.poll()[phase] < lines:
+            def seen() -> int:
+                counts = tail.poll()
+                return counts[phase] if kind is None else tail.kinds[f"{phase}:{kind}"]
+
+            while seen() < lines:
                 if proc.poll() is not None:
                     raise AssertionError(f"the run ended (exit {proc.returncode}) before "
                                          f"{scope} journaled {lines} {phase} lines "
@@ -152,6 +164,7 @@ def kill_at(results: Path, data_dir: Path, scope: str, phase: str, lines: int,
             os.killpg(proc.pid, signal.SIGSTOP)
             tail.poll()
             snapshot = Killed(output="", phases=Counter(tail.phases), order=list(tail.order),
+                              kinds=Counter(tail.kinds),
                               keys=journaled_keys(results / "journal"),
                               records=record_files(results))
         finally:

@@ -199,3 +199,23 @@ def test_kill_9_under_xdist_resumes_exactly(reference: Reference, tmp_path: Path
     final = run(results, real_data_dir, "--all", "--resume", *SMALL, "-n", "2",
                 "--compare", str(reference.comparison), "--compare-fail", "exact")
     check_resumed(final, reference, [killed], {SYNTH: "optimize"})
+
+
+def test_kill_9_inside_synths_proposer_loop_resumes_exactly(
+        reference: Reference, tmp_path: Path, real_data_dir: Path) -> None:
+    """The run dies after Synth's proposer (synth-optimizers' ReAct agent, its turns sent
+    through the gateway) has taken two turns of a session; --resume answers those turns and
+    every rollout before them from the journal, and the comparison equals the uninterrupted
+    one exactly (Synth's ledger of the killed run is left behind, the resumed job starts a
+    new one)."""
+    results = tmp_path / "results"
+    scope = reference.scope(SYNTH)
+    killed = kill_at(results, real_data_dir, scope, "optimize", 2, "--all", "--resume",
+                     *SMALL, kind="proposer")
+    assert killed.kinds["optimize:proposer"] >= 2
+    assert killed.kinds["optimize:tool_call"] > 0  # Synth's baseline trial came first
+    total = reference.phase_calls(SYNTH, "optimize")
+    assert killed.phases["optimize"] < total, (dict(killed.phases), total)
+    final = run(results, real_data_dir, "--all", "--resume", *SMALL,
+                "--compare", str(reference.comparison), "--compare-fail", "exact")
+    check_resumed(final, reference, [killed], {SYNTH: "optimize"})
