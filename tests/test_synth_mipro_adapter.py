@@ -109,7 +109,11 @@ def test_offline_run_succeeds_on_the_local_backend(offline: Run) -> None:
     synth = record.details["synth"]
     assert synth["job_id"].startswith("pl_") and synth["backend"] == "local"
     assert record.results.best_val_score == synth["best_score"] == synth["best_full_score"]
-    assert synth["rollouts_used"] == BUDGET and synth["score_kind"] == "val"
+    # Synth's loop spends the budget as the backend planned it, never more.
+    spent = synth["budget_spent"]
+    assert synth["rollouts_used"] == spent["train_rollouts"] + spent["heldout_rollouts"] <= BUDGET
+    assert synth["score_kind"] == "val"
+    assert synth["optimizer_package"]["name"] == "synth-optimizers"
     assert record.optimized_prompt is not None and record.optimized_prompt.demos == ()
     assert record.optimized_prompt.instruction == next(
         c for c in synth["candidates"] if c["candidate_id"] == synth["best_candidate_id"]
@@ -121,7 +125,7 @@ def test_usage_per_phase_adds_up(offline: Run, panel: Splits) -> None:
     assert set(PHASES) <= set(usage)
     assert usage["baseline_eval"].calls == usage["test_eval"].calls == len(panel.test)
     calls = synth["lm_calls"]
-    assert calls["policy"] == BUDGET  # one LM call per rollout (none failed)
+    assert calls["policy"] == synth["rollouts_used"]  # one LM call per rollout (none failed)
     assert usage["optimize"].calls == calls["proposer"] + calls["policy"]
     assert sum(u.calls for u in usage.values()) == len(offline.recorder.bodies)
     assert all(u.errors == 0 for u in usage.values())
@@ -146,7 +150,8 @@ def test_trajectory_is_ordered_and_ends_at_the_budget(offline: Run) -> None:
     assert points, "no trajectory"
     rollouts = [p.rollouts for p in points]
     calls = [p.lm_calls for p in points]
-    assert rollouts == sorted(rollouts) and rollouts[-1] == BUDGET
+    used = offline.record.details["synth"]["rollouts_used"]
+    assert rollouts == sorted(rollouts) and rollouts[-1] == used
     assert calls == sorted(calls) and calls[-1] == offline.record.usage["optimize"].calls
     assert points[-1].score == pytest.approx(offline.record.results.best_val_score)
 
@@ -310,7 +315,7 @@ async def test_optimize_and_evaluate_work_inside_a_running_event_loop(
         items = score(BASELINE_PROMPT, panel.val, request, "baseline_eval",
                       executor=optimizer.spec.native_executor,
                       options=optimizer.executor_options())
-    assert outcome.backend == "local" and outcome.details["synth"]["rollouts_used"] == 6
+    assert outcome.backend == "local" and 0 < outcome.details["synth"]["rollouts_used"] <= 6
     assert [i.id for i in items] == [e.id for e in panel.val.examples]
     assert recorder.policy_systems()[-len(items):] == [BASELINE_INSTRUCTION] * len(items)
 
@@ -380,7 +385,7 @@ def test_evaluations_and_a_job_share_the_sessions_servers(panel: Splits, tmp_pat
     assert [k for k in started if "synth_local_backend" in k] == ["synth_local_backend"]
     # The job ran its rollouts against the very task app the evaluations used.
     assert urlparse(outcome.details["synth"]["task_app_url"]).port == task_app.port
-    assert outcome.details["synth"]["rollouts_used"] == 6
+    assert 0 < outcome.details["synth"]["rollouts_used"] <= 6
     assert [i.id for i in baseline] == [i.id for i in optimized] == [
         e.id for e in panel.test.examples]
     assert not any(i.error for i in (*baseline, *optimized))

@@ -210,7 +210,10 @@ class SynthOfflineRun:
             proposer_rounds=plan.proposer_rounds,
             train_rounds_per_proposer_round=1,
             top_k=plan.top_k,
-            max_concurrency=plan.top_k,
+            # One candidate at a time (its minibatch's rollouts still run max_concurrent at
+            # once): the trajectory's points then come in one order with the same counts on
+            # every run, so records replay and resume exactly.
+            max_concurrency=1,
             proposer_trace_dir=str(workdir / "proposer_traces"),
             proposer_config=synth.MiproOpenEnvProposerConfig(
                 max_turns=MAX_TURNS, max_noop_turns=MAX_NOOP_TURNS,

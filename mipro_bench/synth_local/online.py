@@ -73,6 +73,7 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         return {"candidate_id": self.cid, "source": self.source,
                 "instruction": self.instruction, "rollouts": self.minibatch_rollouts,
+                "minibatch_rollouts": self.minibatch_rollouts,
                 "minibatch_score": self.minibatch_mean, "full_score": None}
 
 
