@@ -63,6 +63,21 @@ def outbound(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
     yield attempts
 
 
+def run_job(panel: Splits, synth_env: Any, workdir: Path, rollouts: int
+            ) -> tuple[Any, Any, list[dict[str, Any]]]:
+    """One offline job on the real stack: (the SDK's job, its result, Synth's proposer turns
+    as the LM received them)."""
+    with (
+        recording_gateway() as (gateway, recorder),
+        counting_task_app(panel, synth_env.env_api_key) as task_app,
+        local_backend_for(gateway) as backend,
+    ):
+        config = job_config(panel, task_app_url=task_app.url, model=MODEL,
+                            job=settings(rollouts=rollouts), workdir=str(workdir))
+        job, result = submit_and_poll(config, backend)
+        return job, result, recorder.proposer_turns()
+
+
 def test_the_guard_notices_a_hard_coded_provider_url(outbound: list[str]) -> None:
     """Synth's own OpenAI agent posts to api.openai.com: the guard refuses and records it."""
     import asyncio
@@ -100,15 +115,8 @@ def test_a_job_runs_synths_loop_and_proposer_keeps_files_in_the_workdir_and_the_
     home = Path(synth_env.home)  # $HOME during the job (the session's throwaway one)
     home_before = sorted(str(p) for p in home.rglob("*"))
     repo_before = {p.name for p in REPO.iterdir()}
-    with (
-        recording_gateway() as (gateway, recorder),
-        counting_task_app(panel, synth_env.env_api_key) as task_app,
-        local_backend_for(gateway) as backend,
-    ):
-        config = job_config(panel, task_app_url=task_app.url, model=MODEL,
-                            job=settings(rollouts=40), workdir=str(workdir))
-        job, result = submit_and_poll(config, backend)
-        proposer_turns = len(recorder.proposer_turns())
+    job, result, turns = run_job(panel, synth_env, workdir, rollouts=40)
+    proposer_turns = len(turns)
     assert result.succeeded, result.error
     assert calls == {"run_phase3_loop": 1, "run_openenv_react_proposer": 2}
     raw = result.raw
@@ -135,15 +143,7 @@ def test_the_proposer_sees_no_real_path(panel: Splits, synth_env: Any, tmp_path:
     """The case's directory differs between runs; the proposer's requests must not (replay,
     and the simulated LM seeds from the request), so no turn names it."""
     workdir = tmp_path / "a-unique-case-directory"
-    with (
-        recording_gateway() as (gateway, recorder),
-        counting_task_app(panel, synth_env.env_api_key) as task_app,
-        local_backend_for(gateway) as backend,
-    ):
-        config = job_config(panel, task_app_url=task_app.url, model=MODEL,
-                            job=settings(rollouts=24), workdir=str(workdir))
-        _, result = submit_and_poll(config, backend)
-        turns = recorder.proposer_turns()
+    _, result, turns = run_job(panel, synth_env, workdir, rollouts=24)
     assert result.succeeded, result.error
     assert turns and not any(str(workdir) in json.dumps(t) for t in turns)
     assert any("/mipro-bench/case" in json.dumps(t) for t in turns)
