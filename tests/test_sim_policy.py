@@ -275,7 +275,8 @@ def test_answering_loads_no_data_module_at_runtime() -> None:
     )
     loaded = json.loads(out.stdout)
     assert "mipro_bench.data" not in loaded
-    assert all(m.startswith("mipro_bench.lm") or m == "mipro_bench" for m in loaded)
+    assert all(m.startswith(("mipro_bench.lm", "mipro_bench.offline.sim"))
+               or m in ("mipro_bench", "mipro_bench.offline") for m in loaded)
 
 
 # --- other shapes ---------------------------------------------------------------------------
