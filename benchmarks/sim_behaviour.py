@@ -19,7 +19,7 @@ from pathlib import Path
 
 from mipro_bench.data import Example, load_banking77, make_splits
 from mipro_bench.labels import intent_from_tool_arguments, map_to_label
-from mipro_bench.lm.sim import SimulatedLM
+from mipro_bench.offline.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.results import Demo, OptimizedPrompt
 from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages

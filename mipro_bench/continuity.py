@@ -99,11 +99,13 @@ class Continuity:
         recorded = self.recording.settings()
         # What this command asks of every request (sampling, token limits) stays the
         # command's: a replay must send the requests the recorded run sent. So does how the
-        # gateway is reached (`--lm respx --replay` mounts it in-process).
+        # gateway is reached (`--lm respx --replay` mounts it in-process), so the command's
+        # LM backend plugin is the one that starts (its replay start: no LM).
         return dataclasses.replace(
             recorded, replayed_from=str(self.replay), temperature=settings.temperature,
             max_tokens=settings.max_tokens, token_limits=settings.token_limits,
-            prices_per_mtok=settings.prices_per_mtok, transport=settings.transport)
+            prices_per_mtok=settings.prices_per_mtok, transport=settings.transport,
+            plugin=settings.plugin)
 
     def gateway_kwargs(self, results_dir: Path) -> dict[str, Any]:
         """The journal and replay arguments of `start_gateway` for this run."""

@@ -28,8 +28,8 @@ from mipro_bench.data import Splits
 from mipro_bench.results import ItemResult, PhaseUsage
 
 if TYPE_CHECKING:
-    from mipro_bench.inprocess import InProcessNetwork
-    from mipro_bench.synth_local.interceptor import Interceptor
+    from mipro_bench.serving import AppNetwork
+    from mipro_bench.task_client.interceptor import Interceptor
     from task_app.server import TaskAppServer
 
 T = TypeVar("T")
@@ -60,10 +60,10 @@ class Harness:
     """Lazily started, session-scoped servers; safe to ask for from any thread."""
 
     def __init__(self, splits: Splits, *, env_api_key: str | None = None,
-                 network: InProcessNetwork | None = None) -> None:
+                 network: AppNetwork | None = None) -> None:
         self.splits = splits
-        # With `--lm respx` the interceptor is mounted on the gateway's in-process network,
-        # so a task-app LM call never opens a socket after the task app.
+        # When the LM backend started an in-process network (`--lm respx`), the interceptor
+        # is mounted on it too, so a task-app LM call never opens a socket after the task app.
         self.network = network
         # The task app's ENVIRONMENT_API_KEY: one per session, handed to the app directly.
         self.env_api_key = env_api_key or f"mipro-bench-env-{secrets.token_hex(16)}"
@@ -121,9 +121,9 @@ class Harness:
 
 
 @contextlib.contextmanager
-def _serve_interceptor(network: InProcessNetwork | None) -> Iterator[InterceptorServer]:
+def _serve_interceptor(network: AppNetwork | None) -> Iterator[InterceptorServer]:
     from mipro_bench.serving import serve_in_thread
-    from mipro_bench.synth_local.interceptor import Interceptor, interceptor_app
+    from mipro_bench.task_client.interceptor import Interceptor, interceptor_app
 
     interceptor = Interceptor(timeout_s=INTERCEPTOR_TIMEOUT_S)
     app = interceptor_app(interceptor)

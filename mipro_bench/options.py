@@ -29,7 +29,8 @@ from mipro_bench.argtypes import (
 from mipro_bench.continuity import Continuity, ContinuityError
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
-from mipro_bench.lm.settings import DEFAULT_MODEL, LM_CHOICES
+from mipro_bench.lm import backends as lm_backends
+from mipro_bench.lm.settings import DEFAULT_MODEL
 from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
 DEFAULT_TRAIN_SIZE = 100
@@ -93,9 +94,10 @@ COMMON: tuple[Opt, ...] = (
         positive_int, DEFAULT_TEST_SIZE),
     Opt("data-seed", "seed of the train/val/test panel (separate from optimizer seeds)", "data",
         non_negative_int, 0),
+    # The choices are the registered `mipro_bench.lm_backends` entry points.
     Opt("lm", "LM backend; default sim unless OPENAI_API_KEY or --api-base is set (respx: "
         "the simulated LM answered in-process, no LM socket)", "lm",
-        choices=LM_CHOICES),
+        choices=lm_backends.names()),
     Opt("api-base", "any OpenAI-compatible server (vLLM, llama.cpp, Ollama)", "lm",
         metavar="URL"),
     Opt("model", f"model for every phase and optimizer (default {DEFAULT_MODEL}; with --lm "

@@ -38,7 +38,6 @@ pytest_plugins = [
     "mipro_bench.fixtures.servers",
     "mipro_bench.fixtures.progress",
     "mipro_bench.fixtures.cases",
-    "mipro_bench.fixtures.respx_sim",
 ]
 
 SESSION_KEY = pytest.StashKey[MiproSession]()

@@ -21,7 +21,9 @@ import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import httpx
 import uvicorn
@@ -38,6 +40,17 @@ class RunningServer:
     url: str
     host: str
     port: int
+
+
+class AppNetwork(Protocol):
+    """Somewhere an ASGI app can be reached without a port of its own (an in-process
+    transport such as the `respx` LM backend's): the gateway and the interceptor mount
+    themselves on it when the LM backend started one, and serve on 127.0.0.1 otherwise."""
+
+    def mount(self, app: Any, *, name: str, lifespan: bool = True,
+              ) -> AbstractContextManager[RunningServer]:
+        """`app` reachable at the returned server's URL until the block ends."""
+        ...
 
 
 def _family(host: str) -> socket.AddressFamily:

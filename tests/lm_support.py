@@ -14,8 +14,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
-from mipro_bench.lm.settings import resolve_lm_settings
 
 
 @contextlib.contextmanager
@@ -35,8 +35,8 @@ def sim_gateway(*, format_drift: bool = True) -> Iterator[GatewayHandle]:
 
 
 def _without_format_drift(responder: Any) -> None:
-    from mipro_bench.lm.sim import SimulatedLM
-    from mipro_bench.lm.sim_responder import SimResponder
+    from mipro_bench.offline.sim import SimulatedLM
+    from mipro_bench.offline.sim_responder import SimResponder
 
     assert isinstance(responder, SimResponder), type(responder)
     assert isinstance(responder._policy, SimulatedLM), type(responder._policy)

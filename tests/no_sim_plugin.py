@@ -9,8 +9,8 @@ import pytest
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    from mipro_bench.lm import sim_responder
-    from mipro_bench.lm.sim import policy
+    from mipro_bench.offline import sim_responder
+    from mipro_bench.offline.sim import policy
 
     def unavailable() -> Any:
         raise sim_responder.PolicyUnavailable("no simulated LM in this run (tests.no_sim_plugin)")

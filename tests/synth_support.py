@@ -17,8 +17,8 @@ from typing import Any
 from mipro_bench.data import Splits
 from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.lm.retry import RetryPolicy
+from mipro_bench.offline.synth_backend import LocalBackend, start_local_backend
 from mipro_bench.serving import serve_in_thread
-from mipro_bench.synth_local import LocalBackend, start_local_backend
 from task_app.app import build_task_app
 
 FAST_RETRY = RetryPolicy(max_attempts=2, initial_backoff_s=0.01, max_backoff_s=0.02, jitter_s=0)

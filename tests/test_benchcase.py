@@ -8,8 +8,8 @@ import pytest
 
 from mipro_bench.benchcase import RECORD_KEY, USER_PROPERTY, case_params, run_bench_case
 from mipro_bench.data import Splits, load_banking77, make_splits
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import start_gateway
-from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.matrix import Case, Floors, load_matrix
 from mipro_bench.optimizers.dspy_mipro import MiproBudget
 from mipro_bench.results import RunRecord

@@ -16,8 +16,8 @@ from mipro_bench.compare import build_comparison
 from mipro_bench.data import Split, Splits, load_banking77, make_splits
 from mipro_bench.executors.task_app import TaskAppExecutor, system_message
 from mipro_bench.harness import Harness
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.endpoint import LMEndpoint
-from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest
 from mipro_bench.optimizers.spec import OptimizerSpec
 from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase

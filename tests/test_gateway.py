@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.knobs import Knobs
 from mipro_bench.lm.responders import SIMULATED_FINGERPRINT
-from mipro_bench.lm.settings import LMSettings, resolve_lm_settings
+from mipro_bench.lm.settings import LMSettings
 from mipro_bench.lm.usage import UNSCOPED
 from mipro_bench.prompt import build_messages, classify_tool, tool_choice
 from mipro_bench.results import PhaseUsage

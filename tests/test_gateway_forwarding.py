@@ -27,7 +27,7 @@ from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.gateway_app import Gateway, build_app
 from mipro_bench.lm.retry import RetryPolicy
 from mipro_bench.lm.settings import LMSettings
-from mipro_bench.lm.sim_responder import SimResponder
+from mipro_bench.offline.sim_responder import SimResponder
 from mipro_bench.results import PhaseUsage
 from mipro_bench.serving import RunningServer, serve_in_thread
 

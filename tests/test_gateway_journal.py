@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.fingerprint import differences, request_fingerprint
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.journal import (
@@ -24,7 +25,7 @@ from mipro_bench.lm.journal import (
     read_journal_dir,
 )
 from mipro_bench.lm.recording import Recording
-from mipro_bench.lm.settings import LMSettings, resolve_lm_settings
+from mipro_bench.lm.settings import LMSettings
 from mipro_bench.prompt import build_messages, classify_tool, tool_choice
 from mipro_bench.results import LMInfo, PhaseUsage
 from tests.lm_support import RecordingResponder, counting_upstream
@@ -224,7 +225,7 @@ async def test_identical_concurrent_requests_get_recorded_answers_in_order(
 @pytest.fixture
 def no_policy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The simulated LM cannot be loaded at all: a pure replay must not need it."""
-    from mipro_bench.lm import sim_responder
+    from mipro_bench.offline import sim_responder
 
     def unavailable() -> Any:
         raise sim_responder.PolicyUnavailable("no policy in this test")

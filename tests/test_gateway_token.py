@@ -7,8 +7,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
-from mipro_bench.lm.settings import LMSettings, resolve_lm_settings
+from mipro_bench.lm.settings import LMSettings
 from tests.lm_support import CountingUpstream, counting_upstream
 
 HTTP = httpx.Client(timeout=30.0, trust_env=False)

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from mipro_bench.inprocess import HOST_SUFFIX, InProcessNetwork
+from mipro_bench.offline.inprocess import HOST_SUFFIX, InProcessNetwork
 from mipro_bench.serving import ServerStartError, serve_in_thread
 
 

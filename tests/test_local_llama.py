@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from mipro_bench.lm import local_llama
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import start_gateway
 from mipro_bench.lm.local_llama import (
     LocalLlamaServer,
@@ -18,7 +19,6 @@ from mipro_bench.lm.local_llama import (
     server_command,
     start_local_llama,
 )
-from mipro_bench.lm.settings import resolve_lm_settings
 
 
 def test_missing_model_file_is_named(tmp_path: Path) -> None:

@@ -120,7 +120,7 @@ def _optimizer_files() -> set[Path]:
 def _shared_files() -> list[Path]:
     own = _optimizer_files()
     return sorted(p for p in PACKAGE.rglob("*.py")
-                  if p not in own and "synth_local" not in p.relative_to(PACKAGE).parts)
+                  if p not in own and "offline" not in p.relative_to(PACKAGE).parts)
 
 
 def _hits(word_pattern: re.Pattern[str], path: Path, text: str) -> list[str]:
@@ -134,7 +134,7 @@ def test_the_shared_file_list_is_what_it_claims() -> None:
             "executors/dspy_program.py", "executors/task_app.py", "harness.py"} <= shared
     assert not {"optimizers/dspy_mipro.py", "optimizers/synth_mipro.py",
                 "optimizers/synth_job.py", "optimizers/spec.py"} & shared
-    assert not [s for s in shared if s.startswith("synth_local/")]
+    assert not [s for s in shared if s.startswith("offline/")]
 
 
 def _code_hits(path: Path, words: set[str]) -> list[str]:

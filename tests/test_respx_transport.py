@@ -11,15 +11,16 @@ import dspy
 import httpx
 import pytest
 
-from mipro_bench.inprocess import HOST_SUFFIX
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.client import chat_sync
 from mipro_bench.lm.dspy_lm import isolated_dspy_cache, make_dspy_lm
 from mipro_bench.lm.fingerprint import canonical_request
 from mipro_bench.lm.gateway import GatewayHandle
 from mipro_bench.lm.journal import read_journal_dir
 from mipro_bench.lm.run_lm import run_lm
-from mipro_bench.lm.settings import LMConfigError, LMSettings, resolve_lm_settings
-from mipro_bench.lm.sim import SimulatedLM
+from mipro_bench.lm.settings import LMConfigError, LMSettings
+from mipro_bench.offline.inprocess import HOST_SUFFIX
+from mipro_bench.offline.sim import SimulatedLM
 
 QUERY = "my new card still has not arrived"
 
@@ -112,8 +113,8 @@ def test_the_local_synth_backend_also_mounted_gives_jobs_an_in_process_inference
         ) -> None:
     """The SDK reaches the backend's jobs API on its port (requests/aiohttp); a rollout's
     inference call goes to the same app mounted in-process: jobs are handed that URL."""
-    from mipro_bench.inprocess import InProcessNetwork
-    from mipro_bench.synth_local import start_local_backend
+    from mipro_bench.offline.inprocess import InProcessNetwork
+    from mipro_bench.offline.synth_backend import start_local_backend
 
     with InProcessNetwork() as network, start_local_backend(network=network) as backend:
         inference = backend.state.inference_url

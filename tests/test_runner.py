@@ -21,8 +21,8 @@ import pytest
 from mipro_bench import executors
 from mipro_bench.data import Split, Splits, load_banking77, make_splits
 from mipro_bench.executors import EvaluationFailed
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.endpoint import LMEndpoint
-from mipro_bench.lm.settings import resolve_lm_settings
 from mipro_bench.optimizers.base import (
     NotSupported,
     OptimizeOutcome,

@@ -7,12 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mipro_bench.lm.settings import (
-    DEFAULT_MODEL,
-    LMConfigError,
-    load_dotenv,
-    resolve_lm_settings,
-)
+from mipro_bench.lm.backends import resolve_lm_settings
+from mipro_bench.lm.settings import DEFAULT_MODEL, LMConfigError, load_dotenv
 
 # A fake key, assembled at run time so secret scanners do not flag this file.
 FAKE_KEY = "sk-" + "test-SECRET-settings-0123456789"

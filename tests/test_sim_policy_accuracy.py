@@ -19,9 +19,9 @@ import pytest
 from mipro_bench.data import Example, Split, Splits, load_banking77, make_splits
 from mipro_bench.executors.dspy_program import build_signature
 from mipro_bench.labels import intent_from_tool_arguments, map_to_label
-from mipro_bench.lm.sim import SimulatedLM
-from mipro_bench.lm.sim.dspy_shape import fields_of
-from mipro_bench.lm.sim.proposer import FORMAT_RULES
+from mipro_bench.offline.sim import SimulatedLM
+from mipro_bench.offline.sim.dspy_shape import fields_of
+from mipro_bench.offline.sim.proposer import FORMAT_RULES
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages
 
@@ -143,8 +143,8 @@ def test_dspy_miprov2_finds_a_better_instruction_through_the_gateway(
     panel: Splits, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """End to end: real MIPROv2 (instruction-only, light) over HTTP against the policy."""
+    from mipro_bench.lm.backends import resolve_lm_settings
     from mipro_bench.lm.gateway import start_gateway
-    from mipro_bench.lm.settings import resolve_lm_settings
 
     monkeypatch.setenv("DSPY_CACHEDIR", str(tmp_path / "dspy-cache"))
 

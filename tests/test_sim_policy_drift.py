@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from mipro_bench.labels import intent_from_tool_arguments, match_label
-from mipro_bench.lm.sim import SimulatedLM
-from mipro_bench.lm.sim.answer_form import paraphrase, pins_format, title_case
-from mipro_bench.lm.sim.proposer import FORMAT_RULES, propose_instruction
+from mipro_bench.offline.sim import SimulatedLM
+from mipro_bench.offline.sim.answer_form import paraphrase, pins_format, title_case
+from mipro_bench.offline.sim.proposer import FORMAT_RULES, propose_instruction
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from tests.sim_support import LABELS
 

@@ -14,7 +14,7 @@ import dspy
 import pytest
 from dspy.utils.exceptions import AdapterParseError
 
-from mipro_bench.lm.sim import SimulatedLM
+from mipro_bench.offline.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from tests.sim_support import LABELS
 

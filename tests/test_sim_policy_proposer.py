@@ -28,7 +28,7 @@ from dspy.propose.grounded_proposer import (
 from dspy.propose.utils import create_example_string, strip_prefix
 
 from mipro_bench.labels import intent_from_tool_arguments
-from mipro_bench.lm.sim import SimulatedLM
+from mipro_bench.offline.sim import SimulatedLM
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from tests.proposal_prompt import LabelledExample, clean_instruction, proposal_messages
 

@@ -19,8 +19,8 @@ from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer, Propo
 from gepa.strategies.instruction_proposal import InstructionProposalSignature
 
 from mipro_bench.labels import intent_from_tool_arguments
-from mipro_bench.lm.sim import SimulatedLM
-from mipro_bench.lm.sim.reflection import FeedbackExample, expected_label
+from mipro_bench.offline.sim import SimulatedLM
+from mipro_bench.offline.sim.reflection import FeedbackExample, expected_label
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 
 LABELS = ("card_arrival", "lost_or_stolen_card", "exchange_rate", "pin_blocked",
@@ -186,7 +186,7 @@ FORMAT_FAILURE = [{
 def test_feedback_about_the_answers_form_pins_the_format() -> None:
     """An answer that named no intent is a format problem: the new instruction pins the
     format (so the sim's drift stops), besides adding the hint for the expected intent."""
-    from mipro_bench.lm.sim.answer_form import pins_format
+    from mipro_bench.offline.sim.answer_form import pins_format
 
     assert not pins_format(BASELINE_INSTRUCTION)
     new = reflect_dspy(BASELINE_INSTRUCTION, FORMAT_FAILURE)
@@ -197,7 +197,7 @@ def test_feedback_about_the_answers_form_pins_the_format() -> None:
 
 
 def test_wrong_intent_feedback_does_not_pin_the_format() -> None:
-    from mipro_bench.lm.sim.answer_form import pins_format
+    from mipro_bench.offline.sim.answer_form import pins_format
 
     wrong_intent = [EXAMPLES[1]]  # named card_arrival instead of Refund_not_showing_up
     assert not pins_format(reflect_dspy(BASELINE_INSTRUCTION, wrong_intent))

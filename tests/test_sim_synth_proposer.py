@@ -23,8 +23,8 @@ core = pytest.importorskip("synth_optimizers.miprov2.core")
 from synth_optimizers.miprov2.core import proposer_openenv as po  # noqa: E402
 
 from mipro_bench.lm.gateway import GatewayHandle  # noqa: E402
-from mipro_bench.lm.sim import SimulatedLM  # noqa: E402
-from mipro_bench.lm.sim.proposer import HINTS_HEADER  # noqa: E402
+from mipro_bench.offline.sim import SimulatedLM  # noqa: E402
+from mipro_bench.offline.sim.proposer import HINTS_HEADER  # noqa: E402
 from mipro_bench.prompt import BASELINE_INSTRUCTION  # noqa: E402
 
 MODULE = "system_prompt"

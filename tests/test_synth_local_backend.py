@@ -18,10 +18,10 @@ import pytest
 from synth_ai.sdk.optimization import PolicyOptimizationJob
 
 from mipro_bench.data import Splits
+from mipro_bench.offline.synth_backend import LocalBackend
 from mipro_bench.optimizers.synth_mipro import JobSettings, job_config, quiet_unknown_fields
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.serving import find_free_port
-from mipro_bench.synth_local import LocalBackend
 from tests.lm_support import recording_gateway
 from tests.synth_support import (
     CountingTaskApp,
@@ -286,7 +286,7 @@ def test_bad_requests_get_4xx_json_never_500(stack: Stack, panel: Splits) -> Non
     url = stack.backend.url
     jobs = f"{url}/api/policy-optimization/online/jobs"
     from mipro_bench.prompt import initial_prompt
-    from mipro_bench.synth_local.patterns import PromptPattern
+    from mipro_bench.task_client.patterns import PromptPattern
 
     pattern = PromptPattern.from_config(initial_prompt(panel.labels))
     route = stack.backend.state.interceptor.register(

@@ -13,13 +13,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
+from mipro_bench.offline.synth_backend.auth import AuthError, EnvKeyError, KeyRing
+from mipro_bench.offline.synth_backend.budget import plan_synth_budget
+from mipro_bench.offline.synth_backend.config import ConfigError, parse_job_config, redacted_section
+from mipro_bench.offline.synth_backend.jobs import JobStateError, JobStore
+from mipro_bench.offline.synth_backend.proposer_agent import VIRTUAL_ROOT, GatewayProposerAgent
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, initial_prompt
-from mipro_bench.synth_local.auth import AuthError, EnvKeyError, KeyRing
-from mipro_bench.synth_local.budget import plan_synth_budget
-from mipro_bench.synth_local.config import ConfigError, parse_job_config, redacted_section
-from mipro_bench.synth_local.jobs import JobStateError, JobStore
-from mipro_bench.synth_local.patterns import PatternError, PromptPattern
-from mipro_bench.synth_local.proposer_agent import VIRTUAL_ROOT, GatewayProposerAgent
+from mipro_bench.task_client.patterns import PatternError, PromptPattern
 
 LABELS = ("card_arrival", "lost_or_stolen_card", "Refund_not_showing_up")
 

@@ -322,7 +322,7 @@ async def test_optimize_and_evaluate_work_inside_a_running_event_loop(
 
 def test_an_external_local_backend_is_used_through_its_url(panel: Splits, tmp_path: Path,
                                                            synth_sandbox: Any) -> None:
-    from mipro_bench.synth_local import start_local_backend
+    from mipro_bench.offline.synth_backend import start_local_backend
 
     with (
         _sdk_sandbox(synth_sandbox),

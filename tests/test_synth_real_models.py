@@ -13,6 +13,7 @@ import pytest
 
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
 from mipro_bench.lm.settings import LMSettings
+from mipro_bench.offline.synth_backend.shapes import ANSWER_SHAPES
 from mipro_bench.optimizers import create_optimizer
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.optimizers.synth_job import is_loopback_url, tunnel_backend_name
@@ -22,7 +23,6 @@ from mipro_bench.optimizers.synth_mipro import (
     read_hosted_result,
 )
 from mipro_bench.runner import gateway_usage_reader, run_case
-from mipro_bench.synth_local.shapes import ANSWER_SHAPES
 from tests.task_app_support import tiny_splits
 
 FAST = {"lm_max_attempts": 1, "batch_size": 4, "num_candidates": 2, "examples_per_proposal": 8,
@@ -87,7 +87,7 @@ def test_synths_own_backend_on_localhost_runs_without_cloudflare(
         panel: Any, tmp_path: Path, synth_sandbox: Any) -> None:
     """--backend-url http://127.0.0.1:PORT + SYNTH_API_KEY (the hosted code path): the local
     backend served as an external one, reaching the LM through its own default URL."""
-    from mipro_bench.synth_local import start_local_backend
+    from mipro_bench.offline.synth_backend import start_local_backend
 
     scope = "synth-loopback"
     with start_gateway(LMSettings(backend="sim", model="gpt-4.1-nano", base_url=None)) as gw, \
@@ -107,7 +107,7 @@ def test_synths_own_backend_on_localhost_runs_without_cloudflare(
 @pytest.mark.parametrize("shape", ANSWER_SHAPES)
 def test_the_adapter_reads_every_hosted_payload_shape(shape: str, panel: Any, tmp_path: Path,
                                                       synth_sandbox: Any) -> None:
-    from mipro_bench.synth_local import start_local_backend
+    from mipro_bench.offline.synth_backend import start_local_backend
 
     with sandbox(synth_sandbox, "sk_shape"), \
             start_gateway(LMSettings(backend="sim", model="gpt-4.1-nano", base_url=None)) as gw, \

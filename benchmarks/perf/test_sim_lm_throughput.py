@@ -24,9 +24,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.gateway import GatewayHandle, start_gateway
-from mipro_bench.lm.settings import LMSettings, resolve_lm_settings
-from mipro_bench.lm.sim.policy import SimulatedLM
+from mipro_bench.lm.settings import LMSettings
+from mipro_bench.offline.sim.policy import SimulatedLM
 from mipro_bench.prompt import build_messages, classify_tool, tool_choice
 
 # 77 invented label names: the real prompt's size without reading the real data.

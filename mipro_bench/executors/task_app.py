@@ -34,8 +34,8 @@ from mipro_bench.harness import Harness, private_harness
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.prompt import initial_prompt
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
-from mipro_bench.synth_local.patterns import PromptPattern
-from mipro_bench.synth_local.rollouts import RolloutOutcome, TaskAppClient
+from mipro_bench.task_client.patterns import PromptPattern
+from mipro_bench.task_client.rollouts import RolloutOutcome, TaskAppClient
 
 EVAL_CANDIDATE = "eval"
 DEFAULT_OPTIONS: dict[str, Any] = {"concurrency": 8, "timeout_s": 120.0, "task_app": {}}

@@ -1,8 +1,9 @@
 """Start the LM gateway for a run: `with start_gateway(settings) as gw: ...`.
 
-One gateway per run (or per pytest session) carries every LM call: the
-simulated policy when settings say "sim", else a forwarder to the configured
-OpenAI-compatible server holding the real key. The handle gives the
+One gateway per run (or per pytest session) carries every LM call; what answers
+behind it is the LM backend plugin's responder (`mipro_bench.lm.backends`: the
+simulated policy, or a forwarder to the configured OpenAI-compatible server
+holding the real key). The handle gives the
 `LMEndpoint` everyone else uses (it carries the run's token), and direct
 access to usage and knobs for the process that started it (other processes
 use `LMEndpoint.usage()`).
@@ -21,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mipro_bench.inprocess import InProcessNetwork
 from mipro_bench.lm.auth import new_token
+from mipro_bench.lm.backends import get_backend
 from mipro_bench.lm.endpoint import LMEndpoint
-from mipro_bench.lm.forwarder import ForwardResponder
 from mipro_bench.lm.gateway_app import Gateway, build_app
 from mipro_bench.lm.journal import JournalWriter
 from mipro_bench.lm.knobs import Knobs
@@ -34,18 +34,16 @@ from mipro_bench.lm.responders import NoLMResponder, Responder
 from mipro_bench.lm.retry import RetryPolicy
 from mipro_bench.lm.settings import LMSettings
 from mipro_bench.lm.usage import UsageMap
-from mipro_bench.serving import RunningServer, ServerStartError, serve_in_thread
+from mipro_bench.serving import AppNetwork, RunningServer, ServerStartError, serve_in_thread
 
 __all__ = ["GatewayHandle", "ServerStartError", "make_responder", "start_gateway"]
 
 
 def make_responder(settings: LMSettings, *, sim_seed: int = 0,
                    retry: RetryPolicy | None = None) -> Responder:
-    if settings.simulated:
-        from mipro_bench.lm.sim_responder import SimResponder
-
-        return SimResponder(model=settings.model, seed=sim_seed)
-    return ForwardResponder(settings, retry=retry)
+    """What answers behind the gateway: the responder of the backend that resolved
+    `settings` (`settings.plugin`, an `mipro_bench.lm_backends` entry point)."""
+    return get_backend(settings.plugin).responder(settings, seed=sim_seed, retry=retry)
 
 
 @dataclass
@@ -56,8 +54,9 @@ class GatewayHandle:
     server: RunningServer
     gateway: Gateway
     journal_dir: Path | None = field(default=None)
-    # The respx network the gateway is mounted on (`--lm respx`); None when served on a port.
-    network: InProcessNetwork | None = field(default=None)
+    # The in-process network the gateway is mounted on (the LM backend started one, e.g.
+    # `--lm respx`); None when served on a port.
+    network: AppNetwork | None = field(default=None)
 
     @property
     def url(self) -> str:
@@ -116,7 +115,7 @@ def start_gateway(
     journal_dir: Path | None = None,
     replay: Recording | None = None,
     replay_mode: ReplayMode = "resume",
-    network: InProcessNetwork | None = None,
+    network: AppNetwork | None = None,
 ) -> Iterator[GatewayHandle]:
     """Serve the gateway on host:port (0 = a free port) until the block ends; with
     `network`, mount it there instead (no socket: every httpx client reaches it in-process).
@@ -127,8 +126,8 @@ def start_gateway(
     `replay_mode` ("resume": the rest live; "replay": the rest refused with a 409, and no
     LM is started at all).
 
-    Raises ServerStartError (bind failure, startup timeout) and, for the
-    simulated backend, PolicyUnavailable when the policy cannot be loaded.
+    Raises ServerStartError (bind failure, startup timeout) and LMBackendUnavailable when
+    the backend cannot answer (e.g. the simulated policy cannot be loaded).
     """
     token = new_token()
     if replay is not None and replay_mode == "replay":

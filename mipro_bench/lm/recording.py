@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from mipro_bench.lm.journal import JournalEntry, read_journal_dir
 from mipro_bench.lm.replay import ReplayIndex
-from mipro_bench.lm.settings import BACKENDS, LMSettings
+from mipro_bench.lm.settings import LMSettings
 from mipro_bench.results import LMInfo
 
 FORMAT = "mipro-bench-lm-recording"
@@ -105,9 +105,8 @@ class Recording:
 
     def settings(self) -> LMSettings:
         """Settings naming the recorded LM, for a pure replay (no upstream, no policy used)."""
-        backend = self.lm.backend if self.lm.backend in BACKENDS else "compatible"
-        return LMSettings(backend=backend, model=self.lm.model,  # type: ignore[arg-type]
-                          base_url=self.lm.base_url)
+        return LMSettings(backend=self.lm.backend or "compatible", model=self.lm.model,
+                          base_url=self.lm.base_url, simulated=self.lm.simulated)
 
     def index(self) -> ReplayIndex:
         return ReplayIndex(self.entries)

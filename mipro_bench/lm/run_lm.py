@@ -1,9 +1,11 @@
 """The run's LM, started the same way by every entry point: one line, one gateway.
 
 `pytest benchmarks/`, `run_comparison.py` and the two seed CLIs all resolve the
-LM with the same rule, start llama.cpp's server first for `--lm local` (so
-its served model's name is what the record and the gate see), start the one
-gateway, and print the same one-line LM choice.
+LM with the same rule, start what the LM backend plugin starts first (llama.cpp's
+server for `--lm local`, so its served model's name is what the record and the
+gate see; the in-process network for `--lm respx`), start the one gateway, and
+print the same one-line LM choice. No backend is named here: each is an
+`mipro_bench.lm_backends` entry point (`mipro_bench.lm.backends`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from mipro_bench.errors import UserError
-from mipro_bench.inprocess import InProcessNetwork
+from mipro_bench.lm.backends import (
+    LMBackendUnavailable,
+    get_backend,
+    resolve_lm_settings,
+    served_model,
+)
 from mipro_bench.lm.gateway import GatewayHandle, ServerStartError, start_gateway
 from mipro_bench.lm.settings import (
     LMConfigError,
@@ -21,7 +28,6 @@ from mipro_bench.lm.settings import (
     load_dotenv,
     parse_price,
     parse_token_limits,
-    resolve_lm_settings,
 )
 
 
@@ -30,17 +36,11 @@ class LMStartError(UserError, RuntimeError):
 
 
 def served_local_model(lm: str | None, api_base: str | None, model: str) -> str:
-    """The model a run will really talk to: with `--lm local` and no server given, the name
-    the started llama.cpp server answers to (the default GGUF's), not the --model default;
-    otherwise `model`. Known before anything starts, so the matrix and the gate see it."""
-    if lm != "local" or api_base:
-        return model
-    from mipro_bench.lm.local_llama import LocalLLMError, resolve_model_path, served_model_name
-
-    try:
-        return served_model_name(resolve_model_path(None))
-    except LocalLLMError:
-        return model  # starting the server will say what is missing
+    """The model a run will really talk to: what the backend says it serves (with `--lm
+    local` and no server given, the name the started llama.cpp server answers to), not the
+    --model default; otherwise `model`. Known before anything starts, so the matrix and the
+    gate see it."""
+    return served_model(lm, api_base, model)
 
 
 def resolve(lm: str | None, api_base: str | None, model: str, *,
@@ -71,26 +71,18 @@ def resolve(lm: str | None, api_base: str | None, model: str, *,
 @contextlib.contextmanager
 def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
            **gateway_kwargs: Any) -> Iterator[GatewayHandle]:
-    """Start what `settings` needs (llama.cpp for local, nothing for a replay) and the
-    gateway in front of it; `gateway_kwargs` are the journal/replay arguments
-    (`Continuity.gateway_kwargs`)."""
-    from mipro_bench.lm.local_llama import LocalLLMError, start_local_llama
-    from mipro_bench.lm.sim_responder import PolicyUnavailable
-
+    """Start what the settings' backend starts (llama.cpp for local, an in-process network
+    for respx; nothing of an LM for a replay) and the gateway in front of it;
+    `gateway_kwargs` are the journal/replay arguments (`Continuity.gateway_kwargs`)."""
     with contextlib.ExitStack() as stack:
         try:
             replaying = gateway_kwargs.get("replay_mode") == "replay" and gateway_kwargs.get(
                 "replay") is not None
-            if settings.backend == "local" and not settings.base_url and not replaying:
-                server = stack.enter_context(start_local_llama())
-                settings = server.settings(settings)
-                if say is not None:
-                    say(f"local model: llama.cpp serving {settings.model} at "
-                        f"{settings.base_url}")
-            if settings.transport == "respx":
-                gateway_kwargs = {**gateway_kwargs,
-                                  "network": stack.enter_context(InProcessNetwork())}
-            handle = stack.enter_context(start_gateway(settings, **gateway_kwargs))
-        except (LocalLLMError, ServerStartError, PolicyUnavailable) as exc:
+            started = stack.enter_context(get_backend(settings.plugin).start(
+                settings, say=say, replaying=replaying))
+            if started.network is not None:
+                gateway_kwargs = {**gateway_kwargs, "network": started.network}
+            handle = stack.enter_context(start_gateway(started.settings, **gateway_kwargs))
+        except (ServerStartError, LMBackendUnavailable) as exc:
             raise LMStartError(f"the LM could not start: {exc}") from None
         yield handle

@@ -1,10 +1,9 @@
 """Which LM a run talks to, chosen once and passed everywhere.
 
-Selection rule (README "Choosing the LM"): `--lm` wins; otherwise `--api-base`
-means an OpenAI-compatible server, an OPENAI_API_KEY means OpenAI, and with
-neither the run uses the deterministic simulated LM and says so in one line.
-The key itself is never stored here, only the name of the variable holding
-it, so no record or log can leak it.
+Which backend makes them is a plugin's choice (`mipro_bench.lm.backends`: the
+`mipro_bench.lm_backends` entry points and the default rule); this module only
+holds the settings every part of a run reads. The key itself is never stored
+here, only the name of the variable holding it, so no record or log can leak it.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from typing import Literal
 
 from mipro_bench.errors import UserError
 
-Backend = Literal["sim", "openai", "local", "compatible"]
+# The backend name a record carries (`record.lm.backend`): the built-ins say "sim",
+# "openai", "local" or "compatible" (an --api-base server); a plugin says its own.
+Backend = str
 # What one LM call may generate, by what the call is for (the gateway tells them apart:
 # `mipro_bench.lm.call_kind`): a classification answer (a DSPy program's fields), a forced
 # tool call (the task app), an instruction proposal (DSPy's proposer, Synth's meta model),
@@ -27,11 +28,9 @@ CallKind = Literal["answer", "tool_call", "proposer", "reflection"]
 CALL_KINDS: tuple[CallKind, ...] = ("answer", "tool_call", "proposer", "reflection")
 DEFAULT_TOKEN_LIMITS: dict[str, int] = {"answer": 256, "tool_call": 256, "proposer": 512,
                                         "reflection": 1024}
-BACKENDS: tuple[Backend, ...] = ("sim", "openai", "local", "compatible")
-# How clients reach the gateway: "http" (served by uvicorn on 127.0.0.1) or "respx" (mounted
-# in-process behind a respx router, no socket: mipro_bench.inprocess; `--lm respx`).
-Transport = Literal["http", "respx"]
-LM_CHOICES = ("sim", "respx", "openai", "local")
+# How clients reach the gateway: "http" (served by uvicorn on 127.0.0.1) or in-process
+# ("respx": mounted behind a respx router, no socket; the `respx` backend's network).
+Transport = str
 DEFAULT_MODEL = "gpt-4.1-nano"
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 
@@ -58,6 +57,21 @@ class LMSettings:
     # not cover; None: OpenAI's table for OpenAI's API, else unknown (null).
     prices_per_mtok: tuple[float, float] | None = None
     transport: Transport = "http"
+    # Whether the answers are made up (None: the built-in rule, backend "sim"); the backend
+    # plugin that resolved these settings says so.
+    simulated: bool = None  # type: ignore[assignment]
+    # The registered LM backend (`--lm` name) that resolved these settings: what starts
+    # before the gateway and what answers behind it. "" : the built-in one for `backend`.
+    plugin: str = ""
+
+    def __post_init__(self) -> None:
+        if self.simulated is None:
+            object.__setattr__(self, "simulated", self.backend == "sim")
+        if not self.plugin:
+            builtin = {"compatible": "api-base"}.get(self.backend, self.backend)
+            if self.backend == "sim" and self.transport == "respx":
+                builtin = "respx"
+            object.__setattr__(self, "plugin", builtin)
 
     def limit_for(self, kind: str) -> int:
         """The completion-token limit of a call of this kind."""
@@ -67,10 +81,6 @@ class LMSettings:
     @property
     def limits(self) -> dict[str, int]:
         return dict(self.token_limits)
-
-    @property
-    def simulated(self) -> bool:
-        return self.backend == "sim"
 
     @property
     def label(self) -> str:
@@ -152,68 +162,3 @@ def load_dotenv(path: Path = Path(".env"), env: dict[str, str] | None = None) ->
         key, value = line.split("=", 1)
         key = key.removeprefix("export ").strip()
         target.setdefault(key, value.strip().strip("'\""))
-
-
-def resolve_lm_settings(
-    *,
-    lm: str | None = None,
-    api_base: str | None = None,
-    model: str = DEFAULT_MODEL,
-    temperature: float = 0.0,
-    max_tokens: int = 256,
-    timeout_s: float = 60.0,
-    env: Mapping[str, str] | None = None,
-    token_limits: Mapping[str, int] | None = None,
-    prices_per_mtok: tuple[float, float] | None = None,
-) -> tuple[LMSettings, str]:
-    """Resolve the LM choice; returns the settings and the one line to print at start."""
-    env = env if env is not None else os.environ
-    limits = {**DEFAULT_TOKEN_LIMITS, **(token_limits or {})}
-    if lm is not None and lm not in LM_CHOICES:
-        raise LMConfigError(f"--lm must be one of {', '.join(LM_CHOICES)} (got {lm!r})")
-    if not model.strip():
-        # Caught here, before any data is read: an empty id otherwise surfaces deep in an
-        # optimizer (DSPy's "openai/" has no model id, synth-ai's missing policy.model).
-        raise LMConfigError(f"--model must name a model (got {model!r})")
-    if api_base and not api_base.startswith(("http://", "https://")):
-        # Otherwise every LM call fails mid-run (httpx: UnsupportedProtocol) behind a 502.
-        raise LMConfigError(f"--api-base must be an http(s) URL, e.g. http://127.0.0.1:8000/v1 "
-                            f"(got {api_base!r})")
-    common = {"model": model, "temperature": temperature,
-              "max_tokens": max_tokens, "timeout_s": timeout_s,
-              "token_limits": tuple(sorted(limits.items())), "prices_per_mtok": prices_per_mtok}
-    if lm == "respx":
-        if api_base:
-            raise LMConfigError("--lm respx is the simulated LM answered in-process; it takes "
-                                "no --api-base")
-        return (
-            LMSettings(backend="sim", base_url=None, transport="respx", **common),
-            f"LM: simulated (deterministic, offline) standing in for {model}, answered "
-            "in-process through respx (no LM socket); numbers are labelled 'simulated'",
-        )
-    if lm == "sim" or (lm is None and not api_base and not env.get("OPENAI_API_KEY")):
-        why = "--lm sim" if lm == "sim" else "no OPENAI_API_KEY and no --api-base"
-        return (
-            LMSettings(backend="sim", base_url=None, **common),
-            f"LM: simulated (deterministic, offline) standing in for {model} ({why}); "
-            "numbers are labelled 'simulated'",
-        )
-    if lm == "local":
-        return (
-            LMSettings(backend="local", base_url=api_base, **common),
-            f"LM: local llama.cpp server{' at ' + api_base if api_base else ''} with {model}",
-        )
-    if api_base:
-        key_env = "OPENAI_API_KEY" if env.get("OPENAI_API_KEY") else None
-        return (
-            LMSettings(backend="compatible", base_url=api_base.rstrip("/"),
-                       api_key_env=key_env, **common),
-            f"LM: OpenAI-compatible server at {api_base.rstrip('/')} with model {model}",
-        )
-    if not env.get("OPENAI_API_KEY"):
-        raise LMConfigError("--lm openai needs OPENAI_API_KEY (environment or .env)")
-    return (
-        LMSettings(backend="openai", base_url=OPENAI_BASE_URL, api_key_env="OPENAI_API_KEY",
-                   **common),
-        f"LM: OpenAI {model} (real calls, real cost)",
-    )

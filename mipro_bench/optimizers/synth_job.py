@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest, UsageError
+from mipro_bench.optimizers.synth_backends import synth_backend_factory
 from mipro_bench.optimizers.synth_mipro import (
     HOSTED_BACKEND_URL,
     JobSettings,
@@ -225,8 +226,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
             open_tunnel(task_app.port, kind, env_api_key=env_key, api_key=synth_key,
                         backend_url=external)))
         if external is None:
-            from mipro_bench.synth_local import start_local_backend  # not the hosted path's
-
+            # Not the hosted path's: the local backend is a plugin (the offline package's).
+            start_local_backend = synth_backend_factory()
             # One local backend per session; each job names its own LM URLs (this case's
             # gateway scope) in its config, so jobs never share state or usage.
             local = harness.shared("synth_local_backend", lambda: start_local_backend(

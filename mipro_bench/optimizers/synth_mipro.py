@@ -4,7 +4,8 @@ The unmodified SDK drives the job: `PolicyOptimizationJob.from_dict(config,
 backend_url=..., api_key=...)` -> `submit()` -> `poll_until_complete()`,
 against Synth's hosted backend (SYNTH_API_KEY, the task app behind a
 Cloudflare tunnel) or, offline, against the local Synth-compatible backend
-(`mipro_bench.synth_local`, task app on localhost). The backend URL is always
+(the `mipro_bench.synth_backends` entry point `local`, task app on localhost). The
+backend URL is always
 passed explicitly: the SDK reads SYNTH_BACKEND_URL only once, at import.
 
 What the earlier script got wrong and this adapter pins down:

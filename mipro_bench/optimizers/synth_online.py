@@ -26,7 +26,7 @@ import httpx
 from mipro_bench.data import Example, Splits
 from mipro_bench.labels import map_to_label
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
-from mipro_bench.synth_local.interceptor import CANDIDATE_HEADER
+from mipro_bench.task_client.interceptor import CANDIDATE_HEADER
 from task_app.answer import extract_answer
 
 PREFIX = "/api/prompt-learning/online"

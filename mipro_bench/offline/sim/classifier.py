@@ -31,8 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mipro_bench.lm.sim.hints import extract_hints
-from mipro_bench.lm.sim.text import content_words, label_key, stem, terms
+from mipro_bench.offline.sim.hints import extract_hints
+from mipro_bench.offline.sim.text import content_words, label_key, stem, terms
 
 NAME_WEIGHT = 1.0
 HINT_WEIGHT = 1.0

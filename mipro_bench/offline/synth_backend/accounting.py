@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from mipro_bench.synth_local.interceptor import Interceptor
-from mipro_bench.synth_local.jobs import JobStore
-from mipro_bench.synth_local.rollouts import RolloutOutcome
+from mipro_bench.offline.synth_backend.jobs import JobStore
+from mipro_bench.task_client.interceptor import Interceptor
+from mipro_bench.task_client.rollouts import RolloutOutcome
 
 
 class JobFailed(RuntimeError):

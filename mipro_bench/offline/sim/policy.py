@@ -43,7 +43,7 @@ Request shapes recognised, first match wins:
 3. GEPA's plain reflection template (reflection.py): the current instruction
    in a ``` block, "# Example N" sections with their feedback, "write a new
    instruction"; answered with the new instruction inside a ``` block.
-4. Instruction proposals (Synth-style, mipro_bench.synth_local.proposer): no
+4. Instruction proposals (Synth-style, mipro_bench.offline.synth_backend.proposer): no
    tools, the final user message contains the words "propose" and
    "instruction"; the current instruction follows a "Current instruction:"
    line (up to the next "Labelled examples" / "Examples" / "Query:" / "Tip:" /
@@ -65,11 +65,11 @@ import json
 import re
 from typing import Any
 
-from mipro_bench.lm.sim.answer_form import answer_text, pins_format
-from mipro_bench.lm.sim.classifier import Decision, build_index
-from mipro_bench.lm.sim.dspy_shape import DSPyPrompt, FieldSpec, read_dspy
-from mipro_bench.lm.sim.examples import labelled_examples
-from mipro_bench.lm.sim.formats import (
+from mipro_bench.offline.sim.answer_form import answer_text, pins_format
+from mipro_bench.offline.sim.classifier import Decision, build_index
+from mipro_bench.offline.sim.dspy_shape import DSPyPrompt, FieldSpec, read_dspy
+from mipro_bench.offline.sim.examples import labelled_examples
+from mipro_bench.offline.sim.formats import (
     Choice,
     as_chat_text,
     chat_completion,
@@ -77,28 +77,28 @@ from mipro_bench.lm.sim.formats import (
     dspy_json_fields,
     typed_value,
 )
-from mipro_bench.lm.sim.proposer import (
+from mipro_bench.offline.sim.proposer import (
     DEFAULT_TASK,
     current_instruction,
     observations,
     propose_instruction,
     summarize,
 )
-from mipro_bench.lm.sim.reading import (
+from mipro_bench.offline.sim.reading import (
     ClassificationView,
     label_field,
     read_classification,
     string_enum,
 )
-from mipro_bench.lm.sim.reflection import (
+from mipro_bench.offline.sim.reflection import (
     dspy_reflection,
     fenced,
     reflect_instruction,
     text_reflection,
 )
-from mipro_bench.lm.sim.request import ChatRequest, SimRequestError, parse_request
-from mipro_bench.lm.sim.synth_proposer import is_synth_turn, synth_turn
-from mipro_bench.lm.sim.text import content_words, stem
+from mipro_bench.offline.sim.request import ChatRequest, SimRequestError, parse_request
+from mipro_bench.offline.sim.synth_proposer import is_synth_turn, synth_turn
+from mipro_bench.offline.sim.text import content_words, stem
 
 __all__ = ["SimRequestError", "SimulatedLM"]
 

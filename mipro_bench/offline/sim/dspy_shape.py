@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from mipro_bench.lm.sim.request import ChatRequest
+from mipro_bench.offline.sim.request import ChatRequest
 
 _FIELD_LINE = re.compile(r"^\d+\. `(\w+)` \((.*?)\):[ \t]?(.*)$")
 _MARKER = re.compile(r"^\[\[ ## (\w+) ## \]\][ \t]*$", re.MULTILINE)

@@ -38,10 +38,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mipro_bench.lm.sim.examples import pair_from_mapping
-from mipro_bench.lm.sim.formats import Choice
-from mipro_bench.lm.sim.proposer import DEFAULT_TASK, HINTS_HEADER, propose_instruction
-from mipro_bench.lm.sim.request import ChatRequest
+from mipro_bench.offline.sim.examples import pair_from_mapping
+from mipro_bench.offline.sim.formats import Choice
+from mipro_bench.offline.sim.proposer import DEFAULT_TASK, HINTS_HEADER, propose_instruction
+from mipro_bench.offline.sim.request import ChatRequest
 
 ADD = "add_instruction_candidate"
 FINISH = "finish"

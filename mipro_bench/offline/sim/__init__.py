@@ -4,6 +4,6 @@
 gateway serves it over HTTP. See policy.py for the request shapes it knows.
 """
 
-from mipro_bench.lm.sim.policy import SimRequestError, SimulatedLM
+from mipro_bench.offline.sim.policy import SimRequestError, SimulatedLM
 
 __all__ = ["SimRequestError", "SimulatedLM"]

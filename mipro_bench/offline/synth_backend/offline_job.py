@@ -31,13 +31,13 @@ from typing import Any
 
 from synth_optimizers.miprov2 import core as synth
 
-from mipro_bench.synth_local.accounting import Accounting, JobContext, JobFailed
-from mipro_bench.synth_local.budget import SynthPlan, plan_synth_budget
-from mipro_bench.synth_local.config import MiproJobConfig
-from mipro_bench.synth_local.interceptor import InterceptRoute
-from mipro_bench.synth_local.jobs import Job
-from mipro_bench.synth_local.proposer_agent import GatewayProposerAgent
-from mipro_bench.synth_local.rollouts import LabelledExample, RolloutOutcome, TaskAppClient
+from mipro_bench.offline.synth_backend.accounting import Accounting, JobContext, JobFailed
+from mipro_bench.offline.synth_backend.budget import SynthPlan, plan_synth_budget
+from mipro_bench.offline.synth_backend.config import MiproJobConfig
+from mipro_bench.offline.synth_backend.jobs import Job
+from mipro_bench.offline.synth_backend.proposer_agent import GatewayProposerAgent
+from mipro_bench.task_client.interceptor import InterceptRoute
+from mipro_bench.task_client.rollouts import LabelledExample, RolloutOutcome, TaskAppClient
 
 MODULE_ID = "system_prompt"
 RUN_ID = "mipro-bench"  # fixed: the loop shows it to the proposer, so it must not vary

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mipro_bench.synth_local.patterns import PatternError, PromptPattern
+from mipro_bench.task_client.patterns import PatternError, PromptPattern
 
 DEFAULT_BATCH_SIZE = 10
 DEFAULT_NUM_CANDIDATES = 6

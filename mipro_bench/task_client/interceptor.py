@@ -33,7 +33,7 @@ from fastapi.responses import JSONResponse
 
 from mipro_bench.lm.client import ChatClient, LMCallError
 from mipro_bench.lm.retry import RetryPolicy
-from mipro_bench.synth_local.patterns import PatternError, PromptPattern
+from mipro_bench.task_client.patterns import PatternError, PromptPattern
 
 CANDIDATE_HEADER = "x-mipro-candidate-id"
 MAX_BODY_BYTES = 4 * 1024 * 1024

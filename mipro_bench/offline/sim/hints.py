@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
-from mipro_bench.lm.sim.text import LABEL_TOKEN, label_key, terms
+from mipro_bench.offline.sim.text import LABEL_TOKEN, label_key, terms
 
 _SENTENCE_END = re.compile(r"(?<=[.!])\s+")
 _HINT_SEPARATOR = re.compile(r"\s*[:=\-–>]")

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mipro_bench.lm.sim.request import ChatRequest
+from mipro_bench.offline.sim.request import ChatRequest
 
 CHARS_PER_TOKEN = 4
 MESSAGE_OVERHEAD_TOKENS = 4

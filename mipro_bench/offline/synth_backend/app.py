@@ -29,30 +29,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from mipro_bench.synth_local.accounting import JobContext, JobFailed
-from mipro_bench.synth_local.auth import AuthError, EnvKeyError, KeyRing
-from mipro_bench.synth_local.config import (
+from mipro_bench.offline.synth_backend.accounting import JobContext, JobFailed
+from mipro_bench.offline.synth_backend.auth import AuthError, EnvKeyError, KeyRing
+from mipro_bench.offline.synth_backend.config import (
     ConfigError,
     MiproJobConfig,
     parse_job_config,
     prompt_learning_section,
     redacted_section,
 )
-from mipro_bench.synth_local.interceptor import (
-    Interceptor,
-    error_json,
-    interceptor_router,
-    read_json_body,
-)
-from mipro_bench.synth_local.jobs import Job, JobStore
-from mipro_bench.synth_local.offline import run_offline_job
-from mipro_bench.synth_local.online import (
+from mipro_bench.offline.synth_backend.jobs import Job, JobStore
+from mipro_bench.offline.synth_backend.offline_job import run_offline_job
+from mipro_bench.offline.synth_backend.online import (
     READY_TIMEOUT_S,
     OnlineError,
     OnlineSystem,
     propose_online_candidates,
 )
-from mipro_bench.synth_local.shapes import SYSTEM_PREFIX, offline_state, shaped_view
+from mipro_bench.offline.synth_backend.shapes import SYSTEM_PREFIX, offline_state, shaped_view
+from mipro_bench.task_client.interceptor import (
+    Interceptor,
+    error_json,
+    interceptor_router,
+    read_json_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ class BackendSettings:
     lm_api_key: str | None = None
     # How task apps reach this backend; default: the URL the job was submitted to.
     public_url: str | None = None
-    # Which payload shape job views answer in (mipro_bench.synth_local.shapes): "local",
+    # Which payload shape job views answer in (mipro_bench.offline.synth_backend.shapes): "local",
     # or one of the hosted backend's shapes, to test clients against each.
     answer_shape: str = "local"
 
@@ -196,7 +196,7 @@ async def _setup_online(state: BackendState, job: Job, cfg: MiproJobConfig, ctx:
     import tempfile
     from pathlib import Path
 
-    from mipro_bench.synth_local.rollouts import TaskAppClient
+    from mipro_bench.task_client.rollouts import TaskAppClient
 
     state.store.transition(job, "running")
     acct = system.acct

@@ -30,7 +30,7 @@ import hashlib
 import re
 from functools import lru_cache
 
-from mipro_bench.lm.sim.classifier import Decision
+from mipro_bench.offline.sim.classifier import Decision
 
 PROSE_RATE = 0.25  # unparseable paraphrase, unpinned and without demos
 CASE_RATE = 0.20  # Title Case words or UPPER_CASE, parseable

@@ -33,9 +33,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mipro_bench.lm.sim.answer_form import pins_format
-from mipro_bench.lm.sim.dspy_shape import DSPyPrompt
-from mipro_bench.lm.sim.proposer import (
+from mipro_bench.offline.sim.answer_form import pins_format
+from mipro_bench.offline.sim.dspy_shape import DSPyPrompt
+from mipro_bench.offline.sim.proposer import (
     DEFAULT_TASK,
     FORMAT_RULES,
     HINTS_HEADER,
@@ -43,8 +43,8 @@ from mipro_bench.lm.sim.proposer import (
     keywords_by_label,
     task_statement,
 )
-from mipro_bench.lm.sim.reading import LABEL_FIELDS, QUERY_FIELDS
-from mipro_bench.lm.sim.text import LABEL_TOKEN, label_key, stem
+from mipro_bench.offline.sim.reading import LABEL_FIELDS, QUERY_FIELDS
+from mipro_bench.offline.sim.text import LABEL_TOKEN, label_key, stem
 
 MAX_HINT_WORDS = 16  # per intent, across reflections: the hint line stays readable
 MIN_NEW_WORDS, MAX_NEW_WORDS = 3, 6

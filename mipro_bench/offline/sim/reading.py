@@ -19,10 +19,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mipro_bench.lm.sim.dspy_shape import DSPyPrompt, FieldSpec
-from mipro_bench.lm.sim.examples import labelled_examples
-from mipro_bench.lm.sim.request import ChatRequest
-from mipro_bench.lm.sim.text import LABEL_TOKEN, label_key
+from mipro_bench.offline.sim.dspy_shape import DSPyPrompt, FieldSpec
+from mipro_bench.offline.sim.examples import labelled_examples
+from mipro_bench.offline.sim.request import ChatRequest
+from mipro_bench.offline.sim.text import LABEL_TOKEN, label_key
 
 QUERY_FIELDS = ("query", "text", "question", "utterance", "input", "message", "sentence")
 LABEL_FIELDS = ("intent", "label", "category", "class", "intent_label", "answer")

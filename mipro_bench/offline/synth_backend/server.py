@@ -12,10 +12,9 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mipro_bench.inprocess import InProcessNetwork
-from mipro_bench.serving import RunningServer, serve_in_thread
-from mipro_bench.synth_local.app import BackendSettings, BackendState, create_app
-from mipro_bench.synth_local.auth import new_api_key
+from mipro_bench.offline.synth_backend.app import BackendSettings, BackendState, create_app
+from mipro_bench.offline.synth_backend.auth import new_api_key
+from mipro_bench.serving import AppNetwork, RunningServer, serve_in_thread
 
 
 @dataclass
@@ -40,15 +39,15 @@ def start_local_backend(
     port: int = 0,
     log_level: str = "warning",
     answer_shape: str = "local",
-    network: InProcessNetwork | None = None,
+    network: AppNetwork | None = None,
 ) -> Iterator[LocalBackend]:
-    """`answer_shape`: the payload shape job views answer in (synth_local.shapes).
+    """`answer_shape`: the payload shape job views answer in (synth_backend.shapes).
 
     `network` (`--lm respx`): the app is also mounted there, and jobs hand task apps the
     mount's URL for their inference calls, so a rollout's LM call reaches this backend's
     interceptor (and through it the LM) without a socket; the SDK, which speaks
     requests/aiohttp, still reaches the jobs API on the served port."""
-    from mipro_bench.synth_local.shapes import ANSWER_SHAPES
+    from mipro_bench.offline.synth_backend.shapes import ANSWER_SHAPES
 
     if answer_shape not in ANSWER_SHAPES:
         raise ValueError(f"answer_shape must be one of {', '.join(ANSWER_SHAPES)} "

@@ -26,8 +26,8 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
-from mipro_bench.lm.sim.answer_form import pins_format
-from mipro_bench.lm.sim.text import LABEL_TOKEN, content_words, label_key, stem
+from mipro_bench.offline.sim.answer_form import pins_format
+from mipro_bench.offline.sim.text import LABEL_TOKEN, content_words, label_key, stem
 
 DEFAULT_TASK = "Classify the customer's query into exactly one of the available intents."
 HINTS_HEADER = "Intent hints (intent: words that signal it):"

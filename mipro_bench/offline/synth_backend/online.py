@@ -36,13 +36,13 @@ from typing import Any
 
 from synth_optimizers.miprov2 import core as synth
 
-from mipro_bench.synth_local.accounting import Accounting, JobContext, JobFailed
-from mipro_bench.synth_local.config import MiproJobConfig
-from mipro_bench.synth_local.jobs import Job
-from mipro_bench.synth_local.offline import MAX_NOOP_TURNS, MAX_TURNS, MODULE_ID
-from mipro_bench.synth_local.patterns import PromptPattern
-from mipro_bench.synth_local.proposer_agent import GatewayProposerAgent
-from mipro_bench.synth_local.rollouts import TaskAppClient
+from mipro_bench.offline.synth_backend.accounting import Accounting, JobContext, JobFailed
+from mipro_bench.offline.synth_backend.config import MiproJobConfig
+from mipro_bench.offline.synth_backend.jobs import Job
+from mipro_bench.offline.synth_backend.offline_job import MAX_NOOP_TURNS, MAX_TURNS, MODULE_ID
+from mipro_bench.offline.synth_backend.proposer_agent import GatewayProposerAgent
+from mipro_bench.task_client.patterns import PromptPattern
+from mipro_bench.task_client.rollouts import TaskAppClient
 
 READY_TIMEOUT_S = 300.0
 

@@ -1,6 +1,6 @@
 """The gateway's simulated responder: the deterministic policy behind HTTP.
 
-The policy (mipro_bench.lm.sim) is plain synchronous Python; this adapter
+The policy (mipro_bench.offline.sim) is plain synchronous Python; this adapter
 makes its answers unmistakably simulated (system_fingerprint), turns its
 request errors into 400s, and never prices them: a simulated call standing
 in for gpt-4.1-nano costs nothing real and must not look like it did.
@@ -11,26 +11,28 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from mipro_bench.lm.backends import LMBackendUnavailable
 from mipro_bench.lm.pricing import estimate_usd
 from mipro_bench.lm.responders import SIMULATED_FINGERPRINT, InvalidChatRequest, Reply
 
 log = logging.getLogger(__name__)
 
 
-class PolicyUnavailable(RuntimeError):
+class PolicyUnavailable(LMBackendUnavailable):
     """The simulated LM policy is not importable (nothing can be simulated)."""
 
 
 def _load_policy() -> tuple[type, type[Exception]]:
     try:
-        from mipro_bench.lm.sim import policy
+        from mipro_bench.offline.sim import policy
     except ImportError as exc:  # pragma: no cover - the package ships with the suite
         raise PolicyUnavailable(f"simulated LM policy cannot be imported: {exc}") from exc
     cls = getattr(policy, "SimulatedLM", None)
     err = getattr(policy, "SimRequestError", None)
     if cls is None:
         raise PolicyUnavailable(
-            "mipro_bench.lm.sim.policy defines no SimulatedLM yet; the simulated LM is unavailable"
+            "mipro_bench.offline.sim.policy defines no SimulatedLM yet; the simulated LM is "
+            "unavailable"
         )
     return cls, err if isinstance(err, type) and issubclass(err, Exception) else ValueError
 
