@@ -589,6 +589,13 @@ def _row_flags(runs: list[RunRecord], mode: str) -> tuple[str, ...]:
             "the baseline instruction"
         flags.append(f"UNCHANGED PROMPT: the optimized prompt is the baseline itself ({what}; "
                      f"seed {', '.join(map(str, same))}): its +0.0 is not an optimization")
+    failed = [(r.config.seed, r.details["proposer_error"]) for r in runs
+              if isinstance(r.details.get("proposer_error"), str)]
+    if failed:
+        seeds = ", ".join(str(seed) for seed, _ in failed)
+        flags.append(f"PROPOSER FAILED: the optimizer's own proposer added no candidate (seed "
+                     f"{seeds}; first error: {failed[0][1][:200]}), so its search only had the "
+                     "baseline; the run itself went on, as the optimizer's code does")
     local = [r for r in runs if r.backend == "local"]
     if local:
         flags.append(local_backend_flag(local))

@@ -282,6 +282,18 @@ def test_an_optimized_prompt_equal_to_the_baseline_is_flagged() -> None:
     assert "UNCHANGED PROMPT" in render_table(build_comparison([rec], n_resamples=100))
 
 
+def test_a_proposer_that_added_nothing_is_flagged_with_its_error() -> None:
+    rec = record(instruction=BASELINE_INSTRUCTION, optimized="0101", baseline="0101")
+    failed = dataclasses.replace(rec, details={
+        "proposer_error": "mipro_proposer_provider_no_native_tool_call: I'll propose a plan"})
+    comp = build_comparison([failed], n_resamples=100)
+    (flag,) = [f for f in comp.rows[0].flags if f.startswith("PROPOSER FAILED")]
+    assert "no_native_tool_call" in flag and "seed 0" in flag
+    assert "PROPOSER FAILED" in render_table(comp)
+    assert not any(f.startswith("PROPOSER FAILED")
+                   for f in build_comparison([rec], n_resamples=100).rows[0].flags)
+
+
 PACKAGE = {"name": "synth-optimizers", "version": "0.1.1", "module": "synth_optimizers.miprov2"}
 
 

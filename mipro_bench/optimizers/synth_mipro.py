@@ -418,6 +418,12 @@ def outcome_from(result: Any, *, backend: str, job_id: str, extra: dict[str, Any
             **extra,
         }
     }
+    ran = raw.get("synth_optimizer")
+    if isinstance(ran, Mapping) and ran.get("first_proposer_error") and not (
+            (ran.get("proposer") or {}).get("patches_added_total")):
+        # Synth's loop treats a failed proposer turn as a no-op and goes on with the baseline
+        # alone; the record says so (the table's PROPOSER FAILED flag) rather than hiding it.
+        details["proposer_error"] = str(ran["first_proposer_error"])
     calls = raw.get("lm_calls")
     if isinstance(calls, Mapping) and "policy" in calls and "proposer" in calls:
         # The budget table's role split: rollouts (task model) vs Synth's proposer turns.

@@ -260,7 +260,8 @@ def no_intent(diag: DiagnosticsSummary | None, missing: str = "-") -> str:
 
 
 def flag_tags(row: Row) -> list[str]:
-    """The short tags of a row's flags ('UNCHANGED PROMPT', 'LOCAL BACKEND')."""
+    """The short tags of a row's flags ('UNCHANGED PROMPT', 'PROPOSER FAILED', 'LOCAL
+    BACKEND')."""
     return [flag.split(":", 1)[0] for flag in row.flags]
 
 
