@@ -73,7 +73,7 @@ def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
            **gateway_kwargs: Any) -> Iterator[GatewayHandle]:
     """Start what `settings` needs (llama.cpp for local, nothing for a replay) and the
     gateway in front of it; `gateway_kwargs` are the journal/replay arguments
-    (`Continuity.gateway_kwargs`)."""
+    (`JournalPlan.gateway_kwargs`)."""
     from mipro_bench.lm.local_llama import LocalLLMError, start_local_llama
     from mipro_bench.lm.sim_responder import PolicyUnavailable
 
