@@ -1,15 +1,15 @@
 """The seed CLIs' front-end: the session engine with one optimizer's one case.
 
 The earlier benchmark's one-optimizer scripts (`run_*_banking77.py` at the
-repository root) are this module with an optimizer named. Their flags come from the option table (the
-optimizer's own seed flags from its spec, then the options every entry point
-shares, then `--seed`: `mipro_bench.options.seed_cli_options`), the spec turns
-them into one case, and `mipro_bench.engine.Engine` runs it exactly as it runs a
-pytest case: same LM start, journal plan, servers, resume and recording. What
-is left here is the front-end's own: where lines go (stderr; the table on
-stdout), and one exit code per outcome: 0 ok; 1 a run failed (its record is
-still written); 2 bad usage or configuration, reported in one line without a
-traceback.
+repository root) are this module with an optimizer named. Their flags come from
+the option table (the optimizer's own seed flags from its spec, then the
+options every entry point shares, then `--seed`:
+`mipro_bench.options.seed_cli_options`), the spec turns them into one case, and
+`mipro_bench.engine.Engine` runs it exactly as it runs a pytest case: same LM
+start, journal plan, servers, resume and recording. What is left here is the
+front-end's own: where lines go (stderr; the table on stdout), and one exit
+code per outcome: 0 ok; 1 a run failed (its record is still written); 2 bad
+usage or configuration, reported in one line without a traceback.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ Format-neutral scoring: after the native executor's two evaluations (phases
 registered executor that can express the prompts scores the baseline and the
 optimized prompt too, under its own phases (`baseline_eval:<executor>`,
 `test_eval:<executor>`), so the native counts are what they always were. The
-baseline is the same prompt for every optimizer: with a session harness it is
+baseline is the same prompt for every optimizer: with the session's servers it is
 scored once per executor, format, panel and model (`SharedBaselines`)
 and reused by every later case. Its LM calls are counted once, under the scope
 of the case that ran it; a case that reuses it gets a copy of that phase's
