@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 
 from mipro_bench.argtypes import OneLineParser, positive_int, usable_results_dir
-from mipro_bench.continuity import Continuity
 from mipro_bench.errors import UserError
 from mipro_bench.gate import parse_alpha, parse_threshold
+from mipro_bench.journal_plan import JournalPlan
 from mipro_bench.optimizers import registry
 from mipro_bench.optimizers.base import UsageError
 from mipro_bench.options import (
@@ -101,9 +101,9 @@ def _validate(args: argparse.Namespace) -> None:
     args.budget = [*args.budget, *_shortcut_budgets(args)]
     if args.only is not None:
         args.optimizers = args.only
-    continuity = Continuity.from_options(resume=args.resume, record=args.record,
+    journal_plan = JournalPlan.from_options(resume=args.resume, record=args.record,
                                          replay=args.replay)
-    matrix_choice(lambda dest: getattr(args, dest), continuity).load()
+    matrix_choice(lambda dest: getattr(args, dest), journal_plan).load()
     for expr in args.compare_fail:
         parse_threshold(expr)
     parse_alpha(args.compare_alpha)

@@ -1,10 +1,15 @@
-"""Shared plumbing of the earlier benchmark's one-optimizer CLIs (run_*_banking77.py).
+"""The seed CLIs' front-end: the session engine with one optimizer's one case.
 
-Every CLI takes the same data/LM/results options with the same defaults as
-`pytest benchmarks/`, starts and stops the one LM gateway, shows progress,
-ends with a summary table, and maps every outcome to one exit code:
-0 ok; 1 a run failed (its record is still written); 2 bad usage or
-configuration, reported in one line without a traceback.
+The earlier benchmark's one-optimizer scripts (`run_*_banking77.py` at the
+repository root) are this module with an optimizer named. Their flags come from
+the option table (the optimizer's own seed flags from its spec, then the
+options every entry point shares, then `--seed`:
+`mipro_bench.options.seed_cli_options`), the spec turns them into one case, and
+`mipro_bench.engine.Engine` runs it exactly as it runs a pytest case: same LM
+start, journal plan, servers, resume and recording. What is left here is the
+front-end's own: where lines go (stderr; the table on stdout), and one exit
+code per outcome: 0 ok; 1 a run failed (its record is still written); 2 bad
+usage or configuration, reported in one line without a traceback.
 """
 
 from __future__ import annotations
@@ -20,27 +25,15 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from mipro_bench.argtypes import (  # noqa: F401  (the scripts import these from here)
-    EXIT_USAGE,
-    non_negative_int,
-    positive_int,
-    usable_results_dir,
-)
-from mipro_bench.argtypes import OneLineParser as OneLineParser  # the scripts import it from here
-from mipro_bench.continuity import Continuity, record_scopes, run_or_reuse
-from mipro_bench.data import Splits, load_banking77, make_splits
+from mipro_bench.argtypes import EXIT_USAGE, OneLineParser, usable_results_dir
+from mipro_bench.engine import Engine
 from mipro_bench.errors import UserError
-from mipro_bench.harness import Harness
-from mipro_bench.lm.run_lm import resolve, run_lm
+from mipro_bench.journal_plan import JournalPlan
 from mipro_bench.optimizers import get_spec
 from mipro_bench.optimizers.base import NotSupported
-from mipro_bench.options import (
-    CLI_PREFIX,
-    COMMON,
-    add_options,
-)
+from mipro_bench.optimizers.spec import SeedCase
+from mipro_bench.options import CLI_PREFIX, BenchOptions, add_options, seed_cli_options
 from mipro_bench.progress import (
-    DEFAULT_INTERVAL_S,
     CaseProgress,
     LineSink,
     RichSink,
@@ -51,28 +44,34 @@ from mipro_bench.results import MODES, PHASES, RunRecord
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 
+
 class CLIError(UserError):
     """A usage or setup problem found by the CLI itself (one line, exit 2)."""
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options every entry point shares (`mipro_bench.options.COMMON`), plus the seed."""
+def build_parser(optimizer: str, prog: str, description: str) -> OneLineParser:
+    """The seed CLI's parser: each flag registered from its one declaration."""
+    parser = OneLineParser(prog=prog, description=description)
     groups: dict[str, Any] = {}
-    for opt in COMMON:
+    for opt in seed_cli_options(optimizer):
         group = groups.setdefault(opt.group, parser.add_argument_group(opt.group))
         add_options(group.add_argument, CLI_PREFIX, [opt])
-    groups["lm"].add_argument("--seed", type=non_negative_int, default=1,
-                              help="optimizer seed (default 1, as in benchmarks/matrix.toml)")
+    return parser
 
 
-def load_splits(args: argparse.Namespace) -> Splits:
-    return make_splits(
-        load_banking77(args.data_dir),
-        train_size=args.train_size,
-        val_size=args.val_size,
-        test_size=args.test_size,
-        seed=args.data_seed,
-    )
+def main(optimizer: str, prog: str, description: str, argv: list[str] | None = None) -> int:
+    """Parse, map the flags to the optimizer's one case, run it on the engine."""
+    args = build_parser(optimizer, prog, description).parse_args(argv)
+    seed_cli = get_spec(optimizer).seed_cli
+    assert seed_cli is not None  # seed_cli_options checked it
+
+    def run() -> int:
+        err = stderr_console()
+        case = seed_cli.to_case(lambda dest: getattr(args, dest),
+                                lambda line: err.print(line, highlight=False, soft_wrap=True))
+        return run_seed_case(optimizer, args, case)
+
+    return guarded(run, prog)
 
 
 # --- display -------------------------------------------------------------------------------
@@ -157,72 +156,56 @@ def summary_table(rows: Sequence[tuple[RunRecord, Path]]) -> Table:
 # --- running ---------------------------------------------------------------------------------
 
 
-def run_optimizer(
-    optimizer_name: str,
-    args: argparse.Namespace,
-    *,
-    mode: str,
-    budget: dict[str, Any],
-    options: dict[str, Any] | None = None,
-    out: Console | None = None,
-) -> int:
-    """Everything a seed CLI does after parsing: data, LM, harness, one case, record, table.
-
-    The same pieces as `pytest benchmarks/` (the LM started by `run_lm`, so `--lm local`
-    works here too; the session harness; the runner), for one case."""
+def run_seed_case(optimizer: str, args: argparse.Namespace, case: SeedCase, *,
+                  out: Console | None = None) -> int:
+    """The one case on the session engine, then its record, the table and the exit code."""
+    mode = case.mode
     if mode not in MODES:
         raise CLIError(f"--mode must be one of {', '.join(MODES)}")
-    spec = get_spec(optimizer_name)
+    spec = get_spec(optimizer)
     reason = spec.unsupported_reason(mode)
     if reason:
         raise NotSupported(reason)
-    parsed_budget = spec.parse_budget(budget).for_mode(mode)
-    spec.parse_options(options or {})  # a bad option is one line before anything starts
+    budget = spec.parse_budget(case.budget).for_mode(mode)
+    spec.parse_options(case.options)  # a bad option is one line before anything starts
+    err = stderr_console()
+
+    def to_stderr(line: str) -> None:
+        # soft_wrap: a piped line is never cut at 80 columns (file names in two halves)
+        err.print(line, highlight=False, soft_wrap=True)
+
     # cheap checks first: no data is read for a bad LM or a bad recording
-    continuity = Continuity.from_options(resume=args.resume, record=args.record,
-                                         replay=args.replay)
-    settings, lm_line = resolve(args.lm, args.api_base, args.model, max_tokens=args.max_tokens,
-                                price_in=args.price_in, price_out=args.price_out)
-    if continuity.replay is not None:
-        settings = continuity.lm_settings(settings)
-        lm_line = (f"LM: REPLAYED from {continuity.replay} (recorded {settings.model}); "
-                   "no LM is called")
+    plan = JournalPlan.from_options(resume=args.resume, record=args.record, replay=args.replay)
+    engine = Engine(BenchOptions.from_values(lambda dest: getattr(args, dest, None)), plan,
+                    say=to_stderr)
+    lm = engine.lm
     try:
         usable_results_dir(args.results_dir)
     except ValueError as exc:
         raise CLIError(str(exc)) from None
-    splits = load_splits(args)
-    err = stderr_console()
-    err.print(lm_line, highlight=False, soft_wrap=True)
-    err.print(
-        f"data: train {len(splits.train)}, val {len(splits.val)}, test {len(splits.test)} "
-        f"(seed {splits.seed}, {splits.source})", highlight=False, soft_wrap=True,
-    )
-    with run_lm(settings, say=lambda line: err.print(line, highlight=False, soft_wrap=True),
-                **continuity.gateway_kwargs(args.results_dir)) as gateway, \
-            Harness(splits, network=gateway.network) as harness, tempfile.TemporaryDirectory(
-                prefix="mipro-bench-") as workdir:
-        label = f"{optimizer_name} {mode} seed {args.seed}"
-        watch = case_progress(err, label, gateway, getattr(args, "progress", "auto"),
-                              getattr(args, "progress_interval", DEFAULT_INTERVAL_S))
+    splits = engine.splits
+    to_stderr(lm.line)
+    to_stderr(f"data: train {len(splits.train)}, val {len(splits.val)}, test "
+              f"{len(splits.test)} (seed {splits.seed}, {splits.source})")
+    with engine, tempfile.TemporaryDirectory(prefix="mipro-bench-") as workdir:
+        label = f"{optimizer} {mode} seed {args.seed}"
+        watch = case_progress(err, label, engine.gateway(), args.progress,
+                              args.progress_interval)
 
         def say(message: str) -> None:
             line = f"  {message}"
-            # soft_wrap: a piped line is never cut at 80 columns (file names in two halves)
             if watch is None:
-                err.print(line, highlight=False, soft_wrap=True)
+                to_stderr(line)
             else:
-                watch.say(line, lambda text: err.print(text, highlight=False, soft_wrap=True))
+                watch.say(line, to_stderr)
 
-        record, path = run_or_reuse(
-            spec=spec, options=dict(options or {}), budget=parsed_budget, mode=mode,
-            seed=args.seed, label=label, splits=splits,
-            endpoint=gateway.endpoint, results_dir=args.results_dir, workdir=Path(workdir),
-            harness=harness, progress=say, resume=continuity.resume, say=say,
-            usage=None, watch=watch)
-    saved = continuity.save_recording(args.results_dir, record_scopes(record))
+        record, path = engine.run_case(
+            optimizer=optimizer, options=case.options, budget=budget, mode=mode,
+            seed=args.seed, label=label, workdir=Path(workdir), progress=say, say=say,
+            watch=watch)
+    saved = engine.save_recording([record])  # after the gateway closed its journal
     if saved is not None:
-        err.print(f"recording: {saved}", highlight=False, soft_wrap=True)
+        to_stderr(f"recording: {saved}")
     if record.details.get("refused"):
         # A refused case is a usage error (one line, exit 2); its record is still written.
         raise CLIError(f"{record.details['refused']} (record: {path})")
@@ -231,7 +214,7 @@ def run_optimizer(
         err.print(f"[red]run failed[/red]: {record.error} (record: {path})", highlight=False,
                   soft_wrap=True)
         return EXIT_RUN_FAILED
-    err.print(f"record: {path}", highlight=False, soft_wrap=True)
+    to_stderr(f"record: {path}")
     return EXIT_OK
 
 

@@ -7,7 +7,8 @@ after the prefix, same type, same default, same help. `BenchOptions` reads
 them back from either front-end, and `to_pytest_args` turns CLI values into
 the plugin's flags by walking the same table, so no flag is translated by hand.
 Per-optimizer flags (concurrency knobs, session options such as the Synth
-backend) come from the optimizers' specs, so no optimizer is named here.
+backend, and each seed CLI's own flags: `seed_cli_options`) come from the
+optimizers' specs, so no optimizer is named here.
 """
 
 from __future__ import annotations
@@ -26,56 +27,18 @@ from mipro_bench.argtypes import (
     price_per_mtok,
     token_limits_text,
 )
-from mipro_bench.continuity import Continuity, ContinuityError
 from mipro_bench.data import ENV_DATA_DIR
 from mipro_bench.floors_policy import FLOOR_MODES
+from mipro_bench.journal_plan import JournalPlan, JournalPlanError
 from mipro_bench.lm import backends as lm_backends
 from mipro_bench.lm.settings import DEFAULT_MODEL
+from mipro_bench.option_decl import CLI_PREFIX, PLUGIN_PREFIX, Opt, add_options
 from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
 DEFAULT_TRAIN_SIZE = 100
 DEFAULT_VAL_SIZE = 50
 DEFAULT_TEST_SIZE = 308  # 4 per intent: a stratified, paired panel
 DEFAULT_RESULTS_DIR = Path("results")
-PLUGIN_PREFIX = "--mipro-"
-CLI_PREFIX = "--"
-
-
-@dataclass(frozen=True)
-class Opt:
-    """One option: `name` follows the prefix (`train-size`); dest is name with underscores."""
-
-    name: str
-    help: str
-    group: str
-    type: Callable[[str], Any] | None = None
-    default: Any = None
-    choices: tuple[str, ...] | None = None
-    action: str | None = None  # "append" | "store_true" | None
-    metavar: str | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.name.replace("-", "_")
-
-    def kwargs(self, prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {"help": self.help, "default": self.default}
-        if prefix == PLUGIN_PREFIX:
-            out["dest"] = "mipro_" + self.dest
-        if self.action is not None:
-            out["action"] = self.action
-        if self.action != "store_true":
-            if self.type is not None:
-                out["type"] = self.type
-            if self.choices is not None:
-                out["choices"] = self.choices
-            if self.metavar is not None:
-                out["metavar"] = self.metavar
-            elif self.type in (positive_int, non_negative_int):
-                out["metavar"] = "N"
-        if self.action == "append":
-            out["default"] = []
-        return out
 
 
 def _data_dir_help() -> str:
@@ -158,6 +121,23 @@ SESSION: tuple[Opt, ...] = (
 )
 
 
+# The seed CLIs' one case: its optimizer seed (run_comparison.py and the plugin take a list,
+# --seeds, from the matrix).
+SEED = Opt("seed", "optimizer seed (default 1, as in benchmarks/matrix.toml)", "lm",
+           non_negative_int, 1, metavar="SEED")
+
+
+def seed_cli_options(optimizer: str) -> tuple[Opt, ...]:
+    """A seed CLI's table: the optimizer's own flags (its spec's `seed_cli`), then the
+    options every entry point shares, then the seed."""
+    from mipro_bench.optimizers import get_spec
+
+    seed_cli = get_spec(optimizer).seed_cli
+    if seed_cli is None:
+        raise ValueError(f"optimizer {optimizer!r} declares no seed CLI")
+    return (*seed_cli.options, *COMMON, SEED)
+
+
 def spec_options() -> tuple[Opt, ...]:
     """Flags the optimizers declare: each one's concurrency knob and session option."""
     from mipro_bench.optimizers import registry
@@ -172,13 +152,6 @@ def spec_options() -> tuple[Opt, ...]:
             _key, flag, text, choices = spec.session_option
             out.append(Opt(flag, text, "lm", default=choices[0], choices=choices))
     return tuple(out)
-
-
-def add_options(add: Callable[..., Any], prefix: str, options: Iterable[Opt]) -> None:
-    """Register `options` through `add` (pytest's group.addoption or argparse's
-    add_argument) under `prefix`."""
-    for opt in options:
-        add(prefix + opt.name, **opt.kwargs(prefix))
 
 
 def to_pytest_args(values: Callable[[str], Any], options: Iterable[Opt]) -> list[str]:
@@ -266,14 +239,14 @@ class BenchOptions:
     def from_pytest(cls, config: Any) -> BenchOptions:
         return cls.from_values(lambda dest: config.getoption("mipro_" + dest, None))
 
-    def continuity(self) -> Continuity:
+    def journal_plan(self) -> JournalPlan:
         """The run's resume/record/replay choice (the recording loaded and checked); its
         errors name the options as pytest spells them (--mipro-replay, not --replay)."""
         try:
-            return Continuity.from_options(resume=self.resume, record=self.record,
+            return JournalPlan.from_options(resume=self.resume, record=self.record,
                                            replay=self.replay)
-        except ContinuityError as exc:
-            raise ContinuityError(re.sub(r"(?<![\w-])--(resume|record|replay)\b",
+        except JournalPlanError as exc:
+            raise JournalPlanError(re.sub(r"(?<![\w-])--(resume|record|replay)\b",
                                          PLUGIN_PREFIX + r"\1", str(exc))) from None
 
 
@@ -284,3 +257,9 @@ def session_values(get: Callable[[str], Any]) -> dict[str, Any]:
 
 def names_of(options: Sequence[Opt]) -> list[str]:
     return [opt.name for opt in options]
+
+
+# The declaration's pieces, re-exported: every front-end imports its table and these together.
+__all__ = ["CLI_PREFIX", "COMMON", "PLUGIN_PREFIX", "SEED", "SESSION", "BenchOptions", "Opt",
+           "add_options", "default_data_dir", "names_of", "seed_cli_options", "session_values",
+           "spec_options", "to_pytest_args"]

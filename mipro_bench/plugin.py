@@ -4,7 +4,7 @@ Options come from the one declaration in `mipro_bench.options` (the CLIs
 register the same table); fixtures from `mipro_bench.fixtures` (shipped in
 the package, so no top-level `fixtures` package is installed); state, reports,
 floors and gating live in `mipro_bench.session`; the session's choice of cases
-in `mipro_bench.selection`, kept on the config and turned into parameters in
+in `mipro_bench.matrix_choice`, kept on the config and turned into parameters in
 `pytest_generate_tests`.
 """
 
@@ -15,11 +15,12 @@ from typing import Any
 
 import pytest
 
-from mipro_bench.benchcase import case_params
-from mipro_bench.continuity import Continuity
 from mipro_bench.errors import UserError
+from mipro_bench.fixtures.cases import case_params
+from mipro_bench.journal_plan import JournalPlan
 from mipro_bench.lm.run_lm import served_local_model
 from mipro_bench.matrix import Matrix
+from mipro_bench.matrix_choice import MatrixChoice, choice_from_options, parse_optimizers
 from mipro_bench.options import (
     COMMON,
     PLUGIN_PREFIX,
@@ -29,10 +30,10 @@ from mipro_bench.options import (
     session_values,
     spec_options,
 )
-from mipro_bench.selection import MatrixChoice, choice_from_options, parse_optimizers
 from mipro_bench.session import WORKER_KEY, MiproSession, payload_from_workeroutput
 
 pytest_plugins = [
+    "mipro_bench.fixtures.engine",
     "mipro_bench.fixtures.data",
     "mipro_bench.fixtures.lm",
     "mipro_bench.fixtures.servers",
@@ -71,7 +72,7 @@ class _XdistController:
             self.session.merge_worker_payload(payload)
 
 
-def matrix_choice(get: Any, continuity: Continuity | None = None) -> MatrixChoice:
+def matrix_choice(get: Any, journal_plan: JournalPlan | None = None) -> MatrixChoice:
     """The session's matrix choice from the option values (`get(dest)`); a replay runs the
     recorded model's cases."""
     from mipro_bench.optimizers import registry
@@ -83,7 +84,7 @@ def matrix_choice(get: Any, continuity: Continuity | None = None) -> MatrixChoic
         matrix=values["matrix"], optimizers=values["optimizers"], modes=values["modes"],
         seeds=values["seeds"], budgets=values["budget"] or (), options=values["option"] or (),
         concurrency=values["concurrency"], per_optimizer_concurrency=per_optimizer,
-        model=(continuity.recording.model if continuity and continuity.recording else
+        model=(journal_plan.recording.model if journal_plan and journal_plan.recording else
                served_local_model(get("lm"), get("api_base"), get("model"))),
     )
 
@@ -94,7 +95,7 @@ def pytest_configure(config: pytest.Config) -> None:
                    "unless its path is named or --mipro-perf is given")
     opt = config.getoption
     try:
-        continuity = BenchOptions.from_pytest(config).continuity()  # a bad --replay: now
+        journal_plan = BenchOptions.from_pytest(config).journal_plan()  # a bad --replay: now
         session = MiproSession.from_options(
             results_dir=Path(opt("mipro_results_dir")),
             compare=opt("mipro_compare"),
@@ -102,16 +103,16 @@ def pytest_configure(config: pytest.Config) -> None:
             save_baseline=opt("mipro_save_baseline"),
             floors=opt("mipro_floors"),
             compare_alpha=opt("mipro_compare_alpha"),
-            replaying=continuity.replay is not None,
+            replaying=journal_plan.replay is not None,
         )
-        choice = matrix_choice(lambda dest: opt("mipro_" + dest), continuity)
+        choice = matrix_choice(lambda dest: opt("mipro_" + dest), journal_plan)
         if choice.path is not None or choice.overrides:
             config.stash[MATRIX_KEY] = choice.load()  # what the user typed is checked now
     except UserError as exc:
         raise pytest.UsageError(str(exc)) from None
     config.stash[CHOICE_KEY] = choice
     session.choice = choice
-    session.continuity = continuity
+    session.journal_plan = journal_plan
     config.stash[SESSION_KEY] = session
     if config.pluginmanager.hasplugin("xdist") and not _is_worker(config):
         config.pluginmanager.register(_XdistController(session), "mipro_bench_xdist")

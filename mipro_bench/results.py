@@ -207,7 +207,7 @@ class ExecutorScores:
     `phases` names the usage phases the two evaluations were counted under (the native
     executor's are `baseline_eval`/`test_eval`; any other's `baseline_eval:<name>` /
     `test_eval:<name>`). `baseline_shared` says where the baseline came from when the
-    session's harness had already scored it (see `Harness.shared_baseline`): the case that
+    session had already scored it (see `SharedBaselines`): the case that
     ran it, the scope and phase its LM calls were counted under. `error` is set when this
     executor could not score a prompt (the native results still stand).
     """

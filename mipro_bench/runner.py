@@ -5,8 +5,8 @@ Format-neutral scoring: after the native executor's two evaluations (phases
 registered executor that can express the prompts scores the baseline and the
 optimized prompt too, under its own phases (`baseline_eval:<executor>`,
 `test_eval:<executor>`), so the native counts are what they always were. The
-baseline is the same prompt for every optimizer: with a session harness it is
-scored once per executor, format, panel and model (`Harness.shared_baseline`)
+baseline is the same prompt for every optimizer: with the session's servers it is
+scored once per executor, format, panel and model (`SharedBaselines`)
 and reused by every later case. Its LM calls are counted once, under the scope
 of the case that ran it; a case that reuses it gets a copy of that phase's
 usage in its own usage block (so every record's `baseline_eval` still says what
@@ -40,7 +40,6 @@ from typing import Any
 
 from mipro_bench.data import Split
 from mipro_bench.executors import EvaluationFailed, executor_names, get_executor
-from mipro_bench.harness import SharedEvaluation
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
     NotSupported,
@@ -70,6 +69,7 @@ from mipro_bench.results import (
     result_path,
     write_json_atomic,
 )
+from mipro_bench.shared_baselines import SharedEvaluation
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ def run_case(
             return SharedEvaluation(items=items, scope=shared_scope, phase=SHARED_PHASE,
                                     usage=got.get(SHARED_PHASE), key=key)
 
-        progress.shared, progress.reused = request.harness.shared_baseline(key, compute)
+        progress.shared, progress.reused = request.harness.baselines.get_or_compute(key, compute)
         return progress.shared.items
 
     def cross_score(executor: str, prompt: OptimizedPrompt) -> None:

@@ -32,9 +32,9 @@ from mipro_bench.results import RunRecord, timestamp, write_json_atomic
 
 if TYPE_CHECKING:  # compare/report pull in scipy and matplotlib: import them only when needed
     from mipro_bench.compare import UnsupportedCase
-    from mipro_bench.continuity import Continuity
+    from mipro_bench.journal_plan import JournalPlan
     from mipro_bench.matrix import Case, Matrix
-    from mipro_bench.selection import MatrixChoice
+    from mipro_bench.matrix_choice import MatrixChoice
 
 WORKER_KEY = "mipro_bench"
 # The order of the written files in the summary: the HTML report last, where a reader's
@@ -64,7 +64,7 @@ class MiproSession:
     table: str | None = None
     matrix: Matrix | None = None  # the session's matrix (the plugin sets it at collection)
     choice: MatrixChoice | None = None  # what the session asked for (the plugin sets it)
-    continuity: Continuity | None = None  # --mipro-resume/record/replay (the plugin sets it)
+    journal_plan: JournalPlan | None = None  # --mipro-resume/record/replay (the plugin sets it)
 
     @classmethod
     def from_options(
@@ -172,12 +172,9 @@ class MiproSession:
     def _save_recording(self) -> None:
         """`--mipro-record PATH`: this session's journaled calls, saved before the reports
         (so a report bug cannot lose the recording of a paid run)."""
-        if self.continuity is None or self.continuity.record is None:
+        if self.journal_plan is None or self.journal_plan.record is None:
             return
-        from mipro_bench.continuity import record_scopes
-
-        scopes = set().union(*(record_scopes(r) for r in self.records))
-        saved = self.continuity.save_recording(self.results_dir, scopes)
+        saved = self.journal_plan.save_recording(self.results_dir, self.records)
         if saved is not None:
             self.written["recording"] = saved
 
@@ -277,7 +274,7 @@ def session_selection(choice: MatrixChoice | None, matrix: Matrix | None) -> Sel
     """What this session was asked to run, for the gate's "case disappeared" rule
     (gate.Selection): the explicit narrowing options, or another matrix file's own lists."""
     from mipro_bench.matrix import load_matrix
-    from mipro_bench.selection import MatrixChoice
+    from mipro_bench.matrix_choice import MatrixChoice
 
     choice = choice if choice is not None else MatrixChoice()
     optimizers = frozenset(choice.optimizers) if choice.optimizers is not None else None

@@ -1,4 +1,7 @@
-"""A matrix case as a pytest test: ids, skips with reasons, attached records, floors."""
+"""A matrix case as a pytest test: ids, skips with reasons, attached records, floors.
+
+Each case runs on a session engine (`mipro_bench.engine.Engine`), as the plugin's
+`bench_case` fixture runs it."""
 
 from __future__ import annotations
 
@@ -6,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from mipro_bench.benchcase import RECORD_KEY, USER_PROPERTY, case_params, run_bench_case
 from mipro_bench.data import Splits, load_banking77, make_splits
-from mipro_bench.lm.backends import resolve_lm_settings
-from mipro_bench.lm.gateway import start_gateway
+from mipro_bench.engine import Engine
+from mipro_bench.fixtures.cases import RECORD_KEY, USER_PROPERTY, case_params, run_bench_case
+from mipro_bench.journal_plan import JournalPlan
 from mipro_bench.matrix import Case, Floors, load_matrix
 from mipro_bench.optimizers.dspy_mipro import MiproBudget
+from mipro_bench.options import BenchOptions
 from mipro_bench.results import RunRecord
 from mipro_bench.session import MiproSession
 
@@ -19,6 +23,10 @@ from mipro_bench.session import MiproSession
 @pytest.fixture(scope="module")
 def tiny_splits(tiny_data_dir: Path) -> Splits:
     return make_splits(load_banking77(tiny_data_dir), train_size=8, val_size=4, test_size=6)
+
+
+def sim_engine(results_dir: Path) -> Engine:
+    return Engine(BenchOptions(lm="sim", results_dir=results_dir), JournalPlan(), say=print)
 
 
 def case(**over) -> Case:
@@ -49,35 +57,32 @@ def test_params_keep_only_the_selected_optimizers() -> None:
 def test_unsupported_case_is_skipped_with_its_reason_and_reported(
         tiny_splits: Splits, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     session = MiproSession(results_dir=tmp_path)
-    settings, _ = resolve_lm_settings(lm="sim")
-    with start_gateway(settings) as gw, pytest.raises(pytest.skip.Exception, match="no demos"):
+    with sim_engine(tmp_path) as engine, pytest.raises(pytest.skip.Exception, match="no demos"):
         run_bench_case(case(optimizer="synth_mipro", mode="fewshot",
                             unsupported="Synth MIPRO optimizes instructions only (no demos)"),
-                       item=request.node, splits=tiny_splits, endpoint=gw.endpoint,
-                       results_dir=tmp_path, workdir=tmp_path / "w", session=session)
+                       item=request.node, engine=engine, splits=tiny_splits,
+                       workdir=tmp_path / "w", session=session)
     assert [(u.optimizer, u.mode) for u in session.unsupported] == [("synth_mipro", "fewshot")]
     assert not list(tmp_path.glob("*.json"))
 
 
 def test_other_model_is_skipped_not_run(tiny_splits: Splits, tmp_path: Path,
                                         request: pytest.FixtureRequest) -> None:
-    settings, _ = resolve_lm_settings(lm="sim")
-    with start_gateway(settings) as gw:
+    with sim_engine(tmp_path) as engine:
         with pytest.raises(pytest.skip.Exception, match="not selected"):
-            run_bench_case(case(model="gpt-5"), item=request.node, splits=tiny_splits,
-                           endpoint=gw.endpoint, results_dir=tmp_path, workdir=tmp_path / "w")
-        assert gw.usage() == {}  # not a single LM call
+            run_bench_case(case(model="gpt-5"), item=request.node, engine=engine,
+                           splits=tiny_splits, workdir=tmp_path / "w")
+        assert engine.gateway().usage() == {}  # not a single LM call
 
 
 def test_record_is_attached_and_an_unmet_floor_fails_the_case(
         tiny_splits: Splits, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     session = MiproSession(results_dir=tmp_path, floors="enforce")  # enforced on any panel
     impossible = {"sim": Floors(min_optimized_test_accuracy=1.0, min_improvement=1.0)}
-    settings, _ = resolve_lm_settings(lm="sim")
-    with start_gateway(settings) as gw, pytest.raises(pytest.fail.Exception) as failed:
-        run_bench_case(case(floors_by_lm=impossible), item=request.node, splits=tiny_splits,
-                       endpoint=gw.endpoint, results_dir=tmp_path / "results",
-                       workdir=tmp_path / "w", session=session)
+    with sim_engine(tmp_path / "results") as engine, \
+            pytest.raises(pytest.fail.Exception) as failed:
+        run_bench_case(case(floors_by_lm=impossible), item=request.node, engine=engine,
+                       splits=tiny_splits, workdir=tmp_path / "w", session=session)
     assert "< floor 1.000" in str(failed.value) and "record:" in str(failed.value)
     props = dict(request.node.user_properties)
     record = RunRecord.from_dict(props[USER_PROPERTY])

@@ -17,8 +17,8 @@ import pytest
 import run_comparison
 import run_dspy_mipro_banking77
 import run_synth_mipro_banking77
-from mipro_bench.continuity import key_hash
 from mipro_bench.lm.recording import FORMAT, FORMAT_VERSION
+from mipro_bench.resume import key_hash
 from tests.cli_support import call_main
 from tests.plugin_support import REPO, clean_env, run_benchmarks
 

@@ -15,7 +15,6 @@ from mipro_bench import executors
 from mipro_bench.compare import build_comparison
 from mipro_bench.data import Split, Splits, load_banking77, make_splits
 from mipro_bench.executors.task_app import TaskAppExecutor, system_message
-from mipro_bench.harness import Harness
 from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest
@@ -35,6 +34,7 @@ from mipro_bench.results import (
     read_record,
 )
 from mipro_bench.runner import run_case
+from mipro_bench.session_servers import SessionServers
 from tests.factories import items, record
 
 # --- records -----------------------------------------------------------------------------------
@@ -149,7 +149,7 @@ def splits(tiny_data_dir: Path) -> Splits:
     return make_splits(load_banking77(tiny_data_dir), train_size=6, val_size=4, test_size=6)
 
 
-def _request(splits: Splits, tmp_path: Path, scope: str, harness: Harness | None,
+def _request(splits: Splits, tmp_path: Path, scope: str, harness: SessionServers | None,
              ) -> OptimizeRequest:
     settings, _ = resolve_lm_settings(lm="sim")
 
@@ -184,7 +184,7 @@ def test_the_baseline_is_scored_once_per_executor_and_shared(
     # The shared evaluation's usage is read under its own scope from the gateway.
     monkeypatch.setattr(LMEndpoint, "usage", lambda self, optimizer=None, **_: {
         optimizer: {"baseline_eval": PhaseUsage(calls=6)}})
-    with Harness(splits) as harness:
+    with SessionServers(splits) as harness:
         first, _ = run_case(_Optimizer(), _request(splits, tmp_path, "c1", harness),
                             results_dir=tmp_path / "r")
         second, _ = run_case(_Optimizer(), _request(splits, tmp_path, "c2", harness),

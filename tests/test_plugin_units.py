@@ -13,14 +13,14 @@ from mipro_bench.floors_policy import judge, uncalibrated_reason
 from mipro_bench.gate import GateError, check, parse_threshold
 from mipro_bench.lm.usage import UsageLedger, usage_from_json, usage_to_json
 from mipro_bench.matrix import DEFAULT_MATRIX, Calibration, MatrixError, load_matrix
-from mipro_bench.results import CaseConfig, LMInfo, PhaseUsage, Timing, result_path
-from mipro_bench.selection import (
+from mipro_bench.matrix_choice import (
     MatrixChoice,
-    SelectionError,
+    MatrixChoiceError,
     choice_from_options,
     parse_budget,
     parse_seeds,
 )
+from mipro_bench.results import CaseConfig, LMInfo, PhaseUsage, Timing, result_path
 from mipro_bench.session import MiproSession, lm_time_split
 from tests.factories import make_record
 
@@ -85,7 +85,7 @@ def test_options_become_dotted_overrides() -> None:
     ({"matrix": "/no/such/matrix.toml"}, "no such file"),
 ])
 def test_bad_matrix_options_are_one_line(kwargs: dict, message: str) -> None:
-    with pytest.raises(SelectionError, match=message) as info:
+    with pytest.raises(MatrixChoiceError, match=message) as info:
         choice_from_options(**kwargs)
     assert "\n" not in str(info.value)
 

@@ -92,11 +92,11 @@ def test_the_full_not_supported_reason_is_in_the_skip_line_json_markdown_and_htm
         comparison: Comparison, tmp_path: Path) -> None:
     """docs/reading-the-report.md: the table cuts a long status at 80 characters; pytest's
     skip line, the comparison JSON, the Markdown and the HTML report carry the whole reason."""
-    from mipro_bench.benchcase import run_bench_case
+    from mipro_bench.fixtures.cases import run_bench_case
 
     with pytest.raises(pytest.skip.Exception) as skipped:
-        run_bench_case(UNSUPPORTED, item=None, splits=None, endpoint=None,  # type: ignore[arg-type]
-                       results_dir=tmp_path, workdir=tmp_path)  # skips before using them
+        run_bench_case(UNSUPPORTED, item=None, engine=None, splits=None,  # type: ignore[arg-type]
+                       workdir=tmp_path)  # skips before using them
     assert skipped.value.msg == FULL_STATUS
     rows = [r for r in comparison.to_dict()["rows"] if r["status"].startswith("not supported")]
     assert [r["status"] for r in rows] == [FULL_STATUS]

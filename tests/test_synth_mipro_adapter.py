@@ -353,12 +353,12 @@ def test_evaluations_and_a_job_share_the_sessions_servers(panel: Splits, tmp_pat
     interceptor, one local backend, each started once and each used."""
     from urllib.parse import urlparse
 
-    from mipro_bench.harness import Harness
+    from mipro_bench.session_servers import SessionServers
 
     with (
         _sdk_sandbox(synth_sandbox),
         recording_gateway() as (gw, recorder),
-        Harness(panel, env_api_key=synth_sandbox.env_api_key) as harness,
+        SessionServers(panel, env_api_key=synth_sandbox.env_api_key) as harness,
     ):
         scope = "shared-harness"
         request = OptimizeRequest(

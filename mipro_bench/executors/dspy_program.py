@@ -28,6 +28,9 @@ MODULES = ("predict", "cot")
 OUTPUT_TYPES = ("str", "literal")
 
 
+DEFAULT_NUM_THREADS = 4  # evaluation threads of a DSPy program
+
+
 @dataclass(frozen=True)
 class DSPyProgramOptions(OptionsBase):
     """The options of an optimizer whose prompt runs as a DSPy program: the program's
@@ -37,7 +40,7 @@ class DSPyProgramOptions(OptionsBase):
 
     module: Literal["predict", "cot"] = "predict"
     output_type: Literal["str", "literal"] = "str"
-    num_threads: int = 4
+    num_threads: int = DEFAULT_NUM_THREADS
     num_retries: int = 2
     quiet: bool = True
 

@@ -30,10 +30,10 @@ from typing import Any, ClassVar
 from mipro_bench.data import Split
 from mipro_bench.event_loop import off_event_loop
 from mipro_bench.executors.base import EvaluationFailed
-from mipro_bench.harness import Harness, private_harness
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.prompt import initial_prompt
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
+from mipro_bench.session_servers import SessionServers, private_servers
 from mipro_bench.task_client.patterns import PromptPattern
 from mipro_bench.task_client.rollouts import RolloutOutcome, TaskAppClient
 
@@ -119,7 +119,7 @@ def _item(split: Split, seed: int, outcome: RolloutOutcome) -> ItemResult:
     )
 
 
-def evaluate_in_harness(harness: Harness, instruction: str, split: Split,
+def evaluate_in_harness(harness: SessionServers, instruction: str, split: Split,
                         request: OptimizeRequest, phase: str, *, concurrency: int,
                         timeout_s: float, max_errors: int,
                         task_app_options: Mapping[str, Any]) -> tuple[ItemResult, ...]:
@@ -158,7 +158,7 @@ class TaskAppExecutor:
         opts = {**DEFAULT_OPTIONS, **(options or {})}
         text = system_message(prompt.instruction, prompt.demos)
 
-        def run(harness: Harness) -> tuple[ItemResult, ...]:
+        def run(harness: SessionServers) -> tuple[ItemResult, ...]:
             return evaluate_in_harness(
                 harness, text, split, request, phase,
                 concurrency=int(opts["concurrency"]), timeout_s=float(opts["timeout_s"]),
@@ -166,5 +166,5 @@ class TaskAppExecutor:
 
         if request.harness is not None:
             return off_event_loop(lambda: run(request.harness))
-        with private_harness(request.splits) as harness:
+        with private_servers(request.splits) as harness:
             return off_event_loop(lambda: run(harness))

@@ -73,7 +73,7 @@ def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
            **gateway_kwargs: Any) -> Iterator[GatewayHandle]:
     """Start what the settings' backend starts (llama.cpp for local, an in-process network
     for respx; nothing of an LM for a replay) and the gateway in front of it;
-    `gateway_kwargs` are the journal/replay arguments (`Continuity.gateway_kwargs`)."""
+    `gateway_kwargs` are the journal/replay arguments (`JournalPlan.gateway_kwargs`)."""
     with contextlib.ExitStack() as stack:
         try:
             replaying = gateway_kwargs.get("replay_mode") == "replay" and gateway_kwargs.get(

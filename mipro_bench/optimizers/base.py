@@ -22,8 +22,8 @@ from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import Mode, OptimizedPrompt, PhaseUsage, TrajectoryPoint
 
 if TYPE_CHECKING:
-    from mipro_bench.harness import Harness
     from mipro_bench.optimizers.spec import OptimizerSpec
+    from mipro_bench.session_servers import SessionServers
 
 BASELINE_PROMPT = OptimizedPrompt(instruction=BASELINE_INSTRUCTION, demos=())
 
@@ -70,7 +70,7 @@ class OptimizeRequest:
     usage: UsageReader | None = None
     # The session's shared servers (task app, interceptor, an optimizer's backend); None
     # outside a session, in which case each use starts and stops a private one.
-    harness: Harness | None = None
+    harness: SessionServers | None = None
 
     def lm_base_url(self, phase: str) -> str:
         return self.lm.base_url(self.scope, phase)

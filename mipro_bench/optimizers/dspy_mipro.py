@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
+from mipro_bench.argtypes import non_negative_int, positive_int
 from mipro_bench.data import Example
 from mipro_bench.executors.base import EvaluationFailed
 from mipro_bench.executors.dspy_program import (
+    DEFAULT_NUM_THREADS,
     MODULES,
     OUTPUT_TYPES,
     DSPyProgramOptions,
@@ -41,8 +43,9 @@ from mipro_bench.optimizers.base import (
     UsageError,
     UsageReader,
 )
-from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
+from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec, SeedCase, SeedCli
 from mipro_bench.optimizers.typed_config import BudgetBase, check_at_least
+from mipro_bench.option_decl import Opt
 from mipro_bench.results import MODES, Mode, TrajectoryPoint
 
 log = logging.getLogger(__name__)
@@ -553,6 +556,53 @@ class DSPyMIPROv2:
         )
 
 
+# --- run_dspy_mipro_banking77.py: the earlier script's flags, declared once -----------------
+
+SEED_GROUP = "DSPy MIPROv2"
+DEFAULT_MAX_DEMOS = 4
+SEED_OPTIONS = (
+    Opt("trials", f"MIPROv2 search trials, really run (default {DEFAULT_TRIALS} unless --auto)",
+        SEED_GROUP, positive_int, metavar="TRIALS"),
+    Opt("auto", "a DSPy preset instead of --trials (not both)", SEED_GROUP,
+        choices=AUTO_PRESETS),
+    Opt("num-candidates", "instruction/demo candidates (default: trials / 1.5, at least 3)",
+        SEED_GROUP, positive_int, metavar="NUM_CANDIDATES"),
+    Opt("mode", "instruction_only (as Synth MIPRO) or fewshot (instructions + demos; what the "
+        "earlier script ran)", SEED_GROUP, default="instruction_only", choices=tuple(MODES)),
+    Opt("max-demos", f"fewshot: max bootstrapped and max labeled demos each (default "
+        f"{DEFAULT_MAX_DEMOS})", SEED_GROUP, non_negative_int, DEFAULT_MAX_DEMOS,
+        metavar="MAX_DEMOS"),
+    Opt("module", "dspy.Predict or dspy.ChainOfThought (default predict)", SEED_GROUP,
+        default="predict", choices=tuple(MODULES)),
+    Opt("output-type", "intent field: str listing the intents, parsed by the suite's label "
+        "rule (default), or a Literal DSPy validates itself", SEED_GROUP, default="str",
+        choices=tuple(OUTPUT_TYPES)),
+    Opt("threads", f"evaluation threads (default {DEFAULT_NUM_THREADS})", SEED_GROUP,
+        positive_int, DEFAULT_NUM_THREADS, metavar="THREADS"),
+)
+
+
+def seed_case(get: Callable[[str], Any], say: Callable[[str], None]) -> SeedCase:
+    """The seed CLI's flags as one case: `--trials` really run (the earlier script logged
+    and ignored it), or a preset; demo knobs for few-shot; the program's format."""
+    trials, auto, candidates = get("trials"), get("auto"), get("num_candidates")
+    if trials is not None and auto is not None:
+        raise UsageError("give --trials or --auto, not both")
+    if auto is not None and candidates is not None:
+        raise UsageError("--num-candidates is set by --auto; drop one")
+    budget = {
+        "trials": DEFAULT_TRIALS if trials is None and auto is None else trials,
+        "auto": auto,
+        "num_candidates": candidates,
+        "max_bootstrapped_demos": get("max_demos"),
+        "max_labeled_demos": get("max_demos"),
+    }
+    return SeedCase(mode=get("mode"),
+                    budget={k: v for k, v in budget.items() if v is not None},
+                    options={"module": get("module"), "output_type": get("output_type"),
+                             "num_threads": get("threads")})
+
+
 SPEC = OptimizerSpec(
     name="dspy_miprov2",
     slug="dspy_mipro",
@@ -566,5 +616,6 @@ SPEC = OptimizerSpec(
     concurrency_flag="dspy-threads",
     only_flag="dspy-only",
     cli_shortcuts=(CliShortcut("trials", "trials", "DSPy MIPROv2 search trials"),),
+    seed_cli=SeedCli(options=SEED_OPTIONS, to_case=seed_case),
 )
 DSPyMIPROv2.spec = SPEC

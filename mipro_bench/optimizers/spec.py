@@ -12,12 +12,13 @@ same way a third-party package would (see `registry`).
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from mipro_bench.optimizers.base import UsageError
 from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase
+from mipro_bench.option_decl import Opt
 from mipro_bench.results import Mode
 
 
@@ -28,6 +29,26 @@ class CliShortcut:
     flag: str  # without dashes, e.g. "trials"
     knob: str  # the budget field it sets
     help: str
+
+
+@dataclass(frozen=True)
+class SeedCase:
+    """What a seed CLI's flags ask for: this optimizer's one case."""
+
+    mode: str
+    budget: dict[str, Any]
+    options: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SeedCli:
+    """The earlier benchmark's command line for this optimizer (`run_<slug>_banking77.py`):
+    its own flags, declared once here (the shared ones come from `mipro_bench.options`),
+    and how their values become one case. `to_case(get, say)` reads a value by dest,
+    may say a line first, and raises UsageError for flags that do not go together."""
+
+    options: tuple[Opt, ...]
+    to_case: Callable[[Callable[[str], Any], Callable[[str], None]], SeedCase]
 
 
 @dataclass(frozen=True)
@@ -56,6 +77,8 @@ class OptimizerSpec:
     # An option the whole session may set for this optimizer's cases, e.g. Synth's
     # backend choice: (option key, plugin flag without "--mipro-", help, choices).
     session_option: tuple[str, str, str, tuple[str, ...]] | None = None
+    # Its seed CLI, when the earlier benchmark had one for it.
+    seed_cli: SeedCli | None = None
 
     def supports(self, mode: str) -> bool:
         return mode in self.modes

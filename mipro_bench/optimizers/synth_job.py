@@ -208,8 +208,8 @@ def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettin
                   kind: Literal["local", "hosted"]) -> OptimizeOutcome:
     from synth_ai.sdk.optimization import PolicyOptimizationJob
 
-    from mipro_bench.harness import private_harness
     from mipro_bench.optimizers.synth_online import OnlineDriveError, drive_online
+    from mipro_bench.session_servers import private_servers as private_harness
 
     external = backend_url_for(opt, kind)
     synth_key = os.environ.get("SYNTH_API_KEY")

@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Literal, TypeVar
 
+from mipro_bench.argtypes import non_negative_int, port_number, positive_int
 from mipro_bench.data import Splits
 from mipro_bench.event_loop import off_event_loop
 from mipro_bench.optimizers.base import (
@@ -37,8 +38,9 @@ from mipro_bench.optimizers.base import (
     OptimizeRequest,
     UsageError,
 )
-from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
+from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec, SeedCase, SeedCli
 from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase, check_at_least
+from mipro_bench.option_decl import Opt
 from mipro_bench.prompt import initial_prompt
 from mipro_bench.results import OptimizedPrompt, TrajectoryPoint
 
@@ -676,6 +678,56 @@ def validate_with_sdk(settings: JobSettings, request: OptimizeRequest,
 
 
 
+# --- run_synth_mipro_banking77.py: the earlier script's flags, declared once ----------------
+
+SEED_GROUP = "Synth MIPRO"
+EARLIER_TASK_APP_PORT = 8015
+SEED_OPTIONS = (
+    Opt("rollouts", f"rollout budget: task-app rollouts the job may run (default "
+        f"{DEFAULT_ROLLOUTS}); proposals are LM calls, not rollouts", SEED_GROUP, positive_int,
+        DEFAULT_ROLLOUTS, metavar="ROLLOUTS"),
+    # Synth's own mode (who runs the rollouts), not a prompt mode: kept apart by its dest.
+    Opt("mode", "offline: the backend runs the rollouts through the task app; online: this "
+        "process serves the traffic through the job's proxy and reports rewards (default "
+        "offline)", SEED_GROUP, default="offline", choices=("offline", "online"),
+        dest_name="mipro_mode"),
+    Opt("local", "use the local Synth-compatible backend even when SYNTH_API_KEY is set",
+        SEED_GROUP, action="store_true", default=False),
+    Opt("backend-url", f"a Synth backend URL (default: SYNTH_BACKEND_URL or "
+        f"{HOSTED_BACKEND_URL} when hosted; with --local, an external local backend instead "
+        "of the in-process one)", SEED_GROUP, metavar="BACKEND_URL"),
+    Opt("num-candidates", "instructions the meta model proposes (default 6)", SEED_GROUP,
+        non_negative_int, metavar="NUM_CANDIDATES"),
+    Opt("minibatch-size", "train seeds per search trial (default 10)", SEED_GROUP,
+        positive_int, metavar="MINIBATCH_SIZE"),
+    Opt("task-app-port", f"task app port, or the next free one (default "
+        f"{EARLIER_TASK_APP_PORT}; 0 = any)", SEED_GROUP, port_number, EARLIER_TASK_APP_PORT,
+        metavar="TASK_APP_PORT"),
+)
+
+
+def seed_case(get: Callable[[str], Any], say: Callable[[str], None]) -> SeedCase:
+    """The seed CLI's flags as one instruction-only case: Synth's hosted backend when
+    SYNTH_API_KEY is set (a ./.env counts) and --local is not, else the local one, which
+    says so in one line."""
+    from mipro_bench.lm.settings import load_dotenv
+
+    load_dotenv()
+    hosted = bool(os.environ.get("SYNTH_API_KEY")) and not get("local")
+    if not hosted:
+        why = "--local" if get("local") else "no SYNTH_API_KEY"
+        where = f"at {get('backend_url')}" if get("backend_url") else "in-process on 127.0.0.1"
+        say(f"Synth: local Synth-compatible backend {where} ({why}); the record says "
+            "backend=local")
+    budget = {"rollouts": get("rollouts"), "num_candidates": get("num_candidates"),
+              "minibatch_size": get("minibatch_size")}
+    return SeedCase(
+        mode="instruction_only",
+        budget={k: v for k, v in budget.items() if v is not None},
+        options={"backend": "hosted" if hosted else "local", "backend_url": get("backend_url"),
+                 "mipro_mode": get("mipro_mode"), "task_app_port": get("task_app_port")})
+
+
 SPEC = OptimizerSpec(
     name="synth_mipro",
     slug="synth_mipro",
@@ -693,5 +745,6 @@ SPEC = OptimizerSpec(
     session_option=("backend", "synth-backend",
                     "Synth backend: local (offline, in-process; default) or hosted (Synth's "
                     "API, needs SYNTH_API_KEY; the task app is tunnelled)", ("local", "hosted")),
+    seed_cli=SeedCli(options=SEED_OPTIONS, to_case=seed_case),
 )
 SynthMIPRO.spec = SPEC

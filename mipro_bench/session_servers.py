@@ -2,16 +2,16 @@
 
 Before, every Synth case and every task-app evaluation started its own task
 app, interceptor, local backend and tunnel (about six servers a case). A
-`Harness` starts each on first use and keeps it for the session (one per
+`SessionServers` starts each on first use and keeps it for the session (one per
 pytest session or xdist worker, one per CLI run); every job and evaluation
 keeps its own state in it (an interceptor route, a backend job, a gateway
 scope), so sharing changes no result. Optimizer-specific servers (the local
 Synth backend) come from `shared(key, factory)`, so this module never names an
 optimizer. Closed in reverse order of starting when the session ends.
 
-It also keeps the session's baseline evaluations (`shared_baseline`): the
-baseline prompt is the same for every optimizer, so each executor scores it
-once per panel, model and format, and every later case reuses those results.
+Beside them it holds the session's memo of baseline evaluations
+(`baselines`, see `mipro_bench/shared_baselines.py`): both last one session and
+travel to a case as one object (`OptimizeRequest.harness`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from mipro_bench.data import Splits
-from mipro_bench.results import ItemResult, PhaseUsage
+from mipro_bench.shared_baselines import SharedBaselines
 
 if TYPE_CHECKING:
     from mipro_bench.serving import AppNetwork
@@ -44,19 +44,7 @@ class InterceptorServer:
     url: str
 
 
-@dataclass(frozen=True)
-class SharedEvaluation:
-    """A baseline evaluation the session ran once: its items, and where its LM calls were
-    counted (the gateway scope and phase of the case that ran it, and that phase's usage)."""
-
-    items: tuple[ItemResult, ...]
-    scope: str
-    phase: str
-    usage: PhaseUsage | None
-    key: str
-
-
-class Harness:
+class SessionServers:
     """Lazily started, session-scoped servers; safe to ask for from any thread."""
 
     def __init__(self, splits: Splits, *, env_api_key: str | None = None,
@@ -71,8 +59,7 @@ class Harness:
         self._lock = threading.RLock()
         self._items: dict[Hashable, Any] = {}
         self.started: list[str] = []  # what was started, in order (tests and perf read it)
-        self._evaluations: dict[str, SharedEvaluation] = {}
-        self._evaluation_locks: dict[str, threading.Lock] = {}
+        self.baselines = SharedBaselines()  # the session's baseline evaluations
 
     def shared(self, key: Hashable, factory: Callable[[], AbstractContextManager[T]]) -> T:
         """The value of `factory()` entered once per session under `key`."""
@@ -95,25 +82,12 @@ class Harness:
         """The interceptor the suite's own task-app evaluations route through."""
         return self.shared("interceptor", lambda: _serve_interceptor(self.network))
 
-    def shared_baseline(self, key: str, compute: Callable[[], SharedEvaluation],
-                        ) -> tuple[SharedEvaluation, bool]:
-        """The evaluation cached under `key`, or `compute()`'s (cached only when it
-        succeeds); True when it was reused. Concurrent asks for one key wait for the first."""
-        with self._lock:
-            lock = self._evaluation_locks.setdefault(key, threading.Lock())
-        with lock:
-            if key in self._evaluations:
-                return self._evaluations[key], True
-            done = compute()
-            self._evaluations[key] = done
-            return done, False
-
     def close(self) -> None:
         with self._lock:
             self._items.clear()
             self._stack.close()
 
-    def __enter__(self) -> Harness:
+    def __enter__(self) -> SessionServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -133,7 +107,7 @@ def _serve_interceptor(network: AppNetwork | None) -> Iterator[InterceptorServer
 
 
 @contextlib.contextmanager
-def private_harness(splits: Splits) -> Iterator[Harness]:
-    """A harness for one call that was given none (a direct adapter call in a script)."""
-    with Harness(splits) as harness:
-        yield harness
+def private_servers(splits: Splits) -> Iterator[SessionServers]:
+    """Servers for one call that was given none (a direct adapter call in a script)."""
+    with SessionServers(splits) as servers:
+        yield servers

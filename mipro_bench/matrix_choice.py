@@ -24,7 +24,7 @@ from mipro_bench.optimizers import UnknownOptimizer, get_spec, registry
 from mipro_bench.results import MODES
 
 
-class SelectionError(UserError, ValueError):
+class MatrixChoiceError(UserError, ValueError):
     """A matrix option that cannot be used; the message is one line naming the option."""
 
 
@@ -55,9 +55,9 @@ class MatrixChoice:
 def parse_list(text: str, option: str) -> list[str]:
     items = [part.strip() for part in text.split(",")]
     if not text.strip() or not all(items):
-        raise SelectionError(f"{option} {text!r}: expected a comma-separated list, e.g. a,b")
+        raise MatrixChoiceError(f"{option} {text!r}: expected a comma-separated list, e.g. a,b")
     if len(set(items)) != len(items):
-        raise SelectionError(f"{option} {text!r}: lists a value twice")
+        raise MatrixChoiceError(f"{option} {text!r}: lists a value twice")
     return items
 
 
@@ -65,7 +65,7 @@ def parse_seeds(text: str, option: str = "--mipro-seeds") -> list[int]:
     seeds = []
     for item in parse_list(text, option):
         if not item.isdigit():
-            raise SelectionError(f"{option} {text!r}: seeds are integers >= 0, e.g. 1,2,3")
+            raise MatrixChoiceError(f"{option} {text!r}: seeds are integers >= 0, e.g. 1,2,3")
         seeds.append(int(item))
     return seeds
 
@@ -76,7 +76,7 @@ def parse_optimizers(text: str, option: str = "--mipro-optimizers") -> tuple[str
         try:
             get_spec(name)
         except UnknownOptimizer as exc:
-            raise SelectionError(f"{option}: {exc}") from None
+            raise MatrixChoiceError(f"{option}: {exc}") from None
     return tuple(names)
 
 
@@ -84,7 +84,7 @@ def parse_modes(text: str, option: str = "--mipro-modes") -> list[str]:
     modes = parse_list(text, option)
     for mode in modes:
         if mode not in MODES:
-            raise SelectionError(f"{option}: unknown mode {mode!r}; expected {', '.join(MODES)}")
+            raise MatrixChoiceError(f"{option}: unknown mode {mode!r}; expected {', '.join(MODES)}")
     return modes
 
 
@@ -106,12 +106,12 @@ def parse_override(expr: str, table: str, option: str) -> tuple[str, Any]:
     optimizer, dot, knob = key.strip().partition(".")
     raw = raw.strip()
     if not sep or not dot or not optimizer or not knob or not raw:
-        raise SelectionError(f"{option} {expr!r}: expected OPTIMIZER.KEY=VALUE, "
+        raise MatrixChoiceError(f"{option} {expr!r}: expected OPTIMIZER.KEY=VALUE, "
                              "e.g. <optimizer>.trials=2")
     try:
         get_spec(optimizer)
     except UnknownOptimizer as exc:
-        raise SelectionError(f"{option} {expr!r}: {exc}") from None
+        raise MatrixChoiceError(f"{option} {expr!r}: {exc}") from None
     return f"{table}.{optimizer}.{knob}", _scalar(raw)
 
 
@@ -121,7 +121,7 @@ def parse_budget(expr: str, option: str = "--mipro-budget") -> tuple[str, Any]:
 
 def _positive(value: int | None, option: str) -> int | None:
     if value is not None and value < 1:
-        raise SelectionError(f"{option} must be at least 1, got {value}")
+        raise MatrixChoiceError(f"{option} must be at least 1, got {value}")
     return value
 
 
@@ -139,13 +139,13 @@ def choice_from_options(
 ) -> MatrixChoice:
     """Turn the --mipro-* matrix options (strings as typed) into a MatrixChoice.
 
-    Raises SelectionError for a malformed option; a well-formed override that the
+    Raises MatrixChoiceError for a malformed option; a well-formed override that the
     matrix then refuses (e.g. a budget key the optimizer has not) surfaces as a
     MatrixError when the matrix is loaded.
     """
     path = Path(matrix) if matrix else None
     if path is not None and not path.is_file():
-        raise SelectionError(f"--mipro-matrix {matrix}: no such file")
+        raise MatrixChoiceError(f"--mipro-matrix {matrix}: no such file")
     overrides: dict[str, Any] = {}
     if modes is not None:
         overrides["matrix.modes"] = parse_modes(modes)
