@@ -65,17 +65,6 @@ def price_per_mtok(text: str) -> float:
     return value
 
 
-def token_limits_text(text: str) -> str:
-    """--max-tokens: N or KIND=N,... checked now (the text itself is what is passed on)."""
-    from mipro_bench.lm.settings import LMConfigError, parse_token_limits
-
-    try:
-        parse_token_limits(text)
-    except LMConfigError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("--max-tokens: ")) from None
-    return text
-
-
 def positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -25,6 +25,10 @@ ENV_DATA_DIR = "BANKING77_DIR"
 HF_DATASET = "PolyAI/banking77"
 REQUIRED_FILES = ("train.csv", "test.csv", "categories.json")
 REQUIRED_COLUMNS = ("text", "category")
+# The default panel (what the benchmark, the CLIs and the floors' calibration use).
+DEFAULT_TRAIN_SIZE = 100
+DEFAULT_VAL_SIZE = 50
+DEFAULT_TEST_SIZE = 308  # 4 per intent: a stratified, paired panel
 
 
 class DataError(UserError):
@@ -293,10 +297,8 @@ def main() -> None:
     """`python -m mipro_bench.data`: print the panel a run would use (a quick data check)."""
     import sys
 
-    # Imported here: options imports this module. The defaults are the benchmark's own,
-    # and the parser is the one every CLI shares (one-line errors, checked numbers).
+    # The parser is the one every CLI shares (one-line errors, checked numbers).
     from mipro_bench.argtypes import OneLineParser, non_negative_int, positive_int
-    from mipro_bench.options import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE
 
     prog = "python -m mipro_bench.data"
     parser = OneLineParser(prog=prog, description="Summarize the Banking77 splits")

@@ -13,3 +13,12 @@ EXIT_USAGE = 2
 
 class UserError(Exception):
     """A problem the user fixes by changing how the command is called (one line, exit 2)."""
+
+
+class UsageError(UserError, ValueError):
+    """A budget or option combination that cannot run (CLIs: one line, exit 2).
+
+    Raised before any LM call, e.g. DSPy's `--trials` together with `--auto`. Here, at the
+    bottom, so the optimizers' spec and typed options can raise it without importing the
+    optimizer protocol (`mipro_bench.optimizers.base` re-exports it).
+    """

@@ -19,8 +19,8 @@ from typing import Any
 from mipro_bench.errors import UserError
 from mipro_bench.optimizers import UnknownOptimizer, get_spec
 from mipro_bench.optimizers.base import UsageError
-from mipro_bench.optimizers.typed_config import BudgetBase
 from mipro_bench.results import MODES, RunRecord
+from mipro_bench.typed_config import BudgetBase
 
 DEFAULT_MATRIX = Path(__file__).resolve().parent.parent / "benchmarks" / "matrix.toml"
 LM_KINDS = ("sim", "real")

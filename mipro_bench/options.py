@@ -25,19 +25,20 @@ from mipro_bench.argtypes import (
     positive_float,
     positive_int,
     price_per_mtok,
-    token_limits_text,
 )
-from mipro_bench.data import ENV_DATA_DIR
+from mipro_bench.data import (  # the panel's defaults belong to the data module
+    DEFAULT_TEST_SIZE,
+    DEFAULT_TRAIN_SIZE,
+    DEFAULT_VAL_SIZE,
+    ENV_DATA_DIR,
+)
 from mipro_bench.floors_policy import FLOOR_MODES
 from mipro_bench.journal_plan import JournalPlan, JournalPlanError
 from mipro_bench.lm import backends as lm_backends
-from mipro_bench.lm.settings import DEFAULT_MODEL
+from mipro_bench.lm.settings import DEFAULT_MODEL, token_limits_text
 from mipro_bench.option_decl import CLI_PREFIX, PLUGIN_PREFIX, Opt, add_options
 from mipro_bench.progress import DEFAULT_INTERVAL_S, PROGRESS_MODES
 
-DEFAULT_TRAIN_SIZE = 100
-DEFAULT_VAL_SIZE = 50
-DEFAULT_TEST_SIZE = 308  # 4 per intent: a stratified, paired panel
 DEFAULT_RESULTS_DIR = Path("results")
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import shutil
 import time
 import traceback
@@ -38,8 +37,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from mipro_bench.case_context import UsageReader
 from mipro_bench.data import Split
 from mipro_bench.executors import EvaluationFailed, executor_names, get_executor
+from mipro_bench.executors.base import MAX_ITEM_ERROR_RATE, allowed_item_errors
 from mipro_bench.optimizers.base import (
     BASELINE_PROMPT,
     NotSupported,
@@ -48,7 +49,6 @@ from mipro_bench.optimizers.base import (
     OptimizeRequest,
     ServiceRefused,
     UsageError,
-    UsageReader,
 )
 from mipro_bench.progress import PlannedPhase, planned_optimize_calls
 from mipro_bench.results import (
@@ -73,8 +73,6 @@ from mipro_bench.shared_baselines import SharedEvaluation
 
 log = logging.getLogger(__name__)
 
-# More than this share of an evaluation's items failing in the LM fails the evaluation.
-MAX_ITEM_ERROR_RATE = 0.1
 
 
 @dataclass
@@ -138,11 +136,6 @@ def baseline_key(executor: str, options: Mapping[str, Any] | None,
 def gateway_usage_reader(gateway: Any, scope: str) -> UsageReader:
     """This scope's per-phase usage from a gateway handle (`.usage(optimizer=scope)`)."""
     return lambda: gateway.usage(scope).get(scope, {})
-
-
-def allowed_item_errors(n_items: int, rate: float = MAX_ITEM_ERROR_RATE) -> int:
-    """How many items of an evaluation may fail in the LM before it is an outage."""
-    return math.floor(rate * n_items)
 
 
 def score(prompt: OptimizedPrompt, split: Split, request: OptimizeRequest, phase: str, *,

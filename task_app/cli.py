@@ -22,10 +22,17 @@ from collections.abc import Iterator, Sequence
 import uvicorn
 
 from mipro_bench.argtypes import OneLineParser, port_number, positive_int
-from mipro_bench.data import ENV_DATA_DIR, DataError, load_banking77, make_splits
+from mipro_bench.data import (
+    DEFAULT_TEST_SIZE,
+    DEFAULT_TRAIN_SIZE,
+    DEFAULT_VAL_SIZE,
+    ENV_DATA_DIR,
+    DataError,
+    load_banking77,
+    make_splits,
+)
 from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.settings import DEFAULT_MODEL, LMConfigError, LMSettings
-from mipro_bench.options import DEFAULT_TEST_SIZE, DEFAULT_TRAIN_SIZE, DEFAULT_VAL_SIZE
 from mipro_bench.serving import ServerStartError, bind_socket, url_for
 from task_app.app import build_task_app
 from task_app.policy import PolicyDefaults

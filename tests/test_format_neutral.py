@@ -19,7 +19,6 @@ from mipro_bench.lm.backends import resolve_lm_settings
 from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest
 from mipro_bench.optimizers.spec import OptimizerSpec
-from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.report.markdown import render_markdown
 from mipro_bench.report.table import render_table
@@ -35,6 +34,7 @@ from mipro_bench.results import (
 )
 from mipro_bench.runner import run_case
 from mipro_bench.session_servers import SessionServers
+from mipro_bench.typed_config import BudgetBase, OptionsBase
 from tests.factories import items, record
 
 # --- records -----------------------------------------------------------------------------------

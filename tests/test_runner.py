@@ -30,9 +30,9 @@ from mipro_bench.optimizers.base import (
     UsageError,
 )
 from mipro_bench.optimizers.spec import OptimizerSpec
-from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase
 from mipro_bench.results import ItemResult, OptimizedPrompt, PhaseUsage, read_record
 from mipro_bench.runner import allowed_item_errors, run_case, score
+from mipro_bench.typed_config import BudgetBase, OptionsBase
 
 
 @dataclass(frozen=True)

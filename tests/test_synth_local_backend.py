@@ -19,7 +19,7 @@ from synth_ai.sdk.optimization import PolicyOptimizationJob
 
 from mipro_bench.data import Splits
 from mipro_bench.offline.synth_backend import LocalBackend
-from mipro_bench.optimizers.synth_mipro import JobSettings, job_config, quiet_unknown_fields
+from mipro_bench.optimizers.synth_sdk import JobSettings, job_config, quiet_unknown_fields
 from mipro_bench.prompt import BASELINE_INSTRUCTION, build_messages, classify_tool, tool_choice
 from mipro_bench.serving import find_free_port
 from tests.lm_support import recording_gateway

@@ -26,15 +26,13 @@ from mipro_bench.optimizers.base import (
     OptimizeRequest,
     UsageError,
 )
-from mipro_bench.optimizers.synth_mipro import (
+from mipro_bench.optimizers.synth_mipro import RolloutBudget, SynthMIPRO, validate_with_sdk
+from mipro_bench.optimizers.synth_sdk import (
     JOB_SPLIT,
     JobSettings,
-    RolloutBudget,
-    SynthMIPRO,
     job_config,
     outcome_from,
     sdk_environment,
-    validate_with_sdk,
 )
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import PHASES, OptimizedPrompt, PhaseUsage, RunRecord, read_record

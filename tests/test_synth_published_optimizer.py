@@ -21,7 +21,7 @@ from synth_optimizers.miprov2.core import phase3_runner
 from synth_optimizers.miprov2.core import proposer_openenv as openenv
 
 from mipro_bench.data import Splits
-from mipro_bench.optimizers.synth_mipro import job_config
+from mipro_bench.optimizers.synth_sdk import job_config
 from tests.lm_support import recording_gateway
 from tests.synth_support import counting_task_app, local_backend_for
 from tests.task_app_support import tiny_splits

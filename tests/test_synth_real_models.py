@@ -17,11 +17,8 @@ from mipro_bench.offline.synth_backend.shapes import ANSWER_SHAPES
 from mipro_bench.optimizers import create_optimizer
 from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.optimizers.synth_job import is_loopback_url, tunnel_backend_name
-from mipro_bench.optimizers.synth_mipro import (
-    STAND_IN_MODEL,
-    RolloutBudget,
-    read_hosted_result,
-)
+from mipro_bench.optimizers.synth_mipro import RolloutBudget
+from mipro_bench.optimizers.synth_sdk import STAND_IN_MODEL, read_hosted_result
 from mipro_bench.runner import gateway_usage_reader, run_case
 from tests.task_app_support import tiny_splits
 

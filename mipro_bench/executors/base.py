@@ -13,12 +13,23 @@ failed in the LM, since past that the verdict cannot change.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, ClassVar, Protocol
 
+from mipro_bench.case_context import CaseContext
 from mipro_bench.data import Split
-from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.results import ItemResult, OptimizedPrompt
+
+# The suite's one item-error policy (applied by the runner to every evaluation, and by an
+# adapter that scores items itself): more than this share of an evaluation's items failing
+# in the LM fails the evaluation (an outage, not a score).
+MAX_ITEM_ERROR_RATE = 0.1
+
+
+def allowed_item_errors(n_items: int, rate: float = MAX_ITEM_ERROR_RATE) -> int:
+    """How many items of an evaluation may fail in the LM before it is an outage."""
+    return math.floor(rate * n_items)
 
 
 class EvaluationFailed(RuntimeError):
@@ -37,7 +48,7 @@ class Executor(Protocol):
         """Whether this executor can run `prompt` as it is (e.g. demos in its format)."""
         ...
 
-    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: CaseContext,
                  phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
                  ) -> tuple[ItemResult, ...]:
         """Score `prompt` on every item of `split` (in split order) under `phase`.

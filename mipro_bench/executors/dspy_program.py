@@ -17,12 +17,13 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
+from mipro_bench.case_context import CaseContext
 from mipro_bench.data import Example, Split
+from mipro_bench.errors import UsageError
 from mipro_bench.labels import match_label
-from mipro_bench.optimizers.base import OptimizeRequest, UsageError
-from mipro_bench.optimizers.typed_config import OptionsBase, check_at_least
 from mipro_bench.prompt import BASELINE_INSTRUCTION
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
+from mipro_bench.typed_config import OptionsBase, check_at_least
 
 MODULES = ("predict", "cot")
 OUTPUT_TYPES = ("str", "literal")
@@ -134,7 +135,7 @@ def quiet_output(log_path: Path | None) -> Iterator[None]:
         yield
 
 
-def dspy_lm(request: OptimizeRequest, phase: str, *, num_retries: int,
+def dspy_lm(request: CaseContext, phase: str, *, num_retries: int,
             model: str | None = None, max_tokens: int | None = None) -> Any:
     """A dspy.LM whose calls count under this case's scope and `phase` (its completion-token
     limit the answer kind's unless `max_tokens` says otherwise)."""
@@ -160,7 +161,7 @@ class DSPyProgramExecutor:
     def can_express(self, prompt: OptimizedPrompt) -> bool:
         return True  # instructions and (query, intent) demos are both native here
 
-    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: CaseContext,
                  phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
                  ) -> tuple[ItemResult, ...]:
         """One item's LM failure scores it wrong and keeps its `error` (the runner judges

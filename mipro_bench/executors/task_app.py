@@ -27,10 +27,10 @@ import secrets
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from mipro_bench.case_context import CaseContext
 from mipro_bench.data import Split
 from mipro_bench.event_loop import off_event_loop
 from mipro_bench.executors.base import EvaluationFailed
-from mipro_bench.optimizers.base import OptimizeRequest
 from mipro_bench.prompt import initial_prompt
 from mipro_bench.results import Demo, ItemResult, OptimizedPrompt
 from mipro_bench.session_servers import SessionServers, private_servers
@@ -57,7 +57,7 @@ def system_message(instruction: str, demos: tuple[Demo, ...] = ()) -> str:
     return f"{instruction}\n\n{DEMOS_HEADER}\n" + "\n\n".join(blocks)
 
 
-def _split_name(split: Split, request: OptimizeRequest) -> str:
+def _split_name(split: Split, request: CaseContext) -> str:
     """The task app addresses the request's panel by split name: make sure it is that one."""
     try:
         same = request.splits.by_name(split.name)
@@ -69,7 +69,7 @@ def _split_name(split: Split, request: OptimizeRequest) -> str:
 
 
 async def _rollouts(task_url: str, env_key: str, inference_url: str, split: str, n: int,
-                    request: OptimizeRequest, phase: str, concurrency: int, timeout_s: float,
+                    request: CaseContext, phase: str, concurrency: int, timeout_s: float,
                     max_errors: int) -> list[RolloutOutcome]:
     """Every seed's rollout; stops early once more than `max_errors` failed.
 
@@ -120,7 +120,7 @@ def _item(split: Split, seed: int, outcome: RolloutOutcome) -> ItemResult:
 
 
 def evaluate_in_harness(harness: SessionServers, instruction: str, split: Split,
-                        request: OptimizeRequest, phase: str, *, concurrency: int,
+                        request: CaseContext, phase: str, *, concurrency: int,
                         timeout_s: float, max_errors: int,
                         task_app_options: Mapping[str, Any]) -> tuple[ItemResult, ...]:
     """One rollout per item of `split` through the harness's task app and interceptor."""
@@ -152,7 +152,7 @@ class TaskAppExecutor:
     def can_express(self, prompt: OptimizedPrompt) -> bool:
         return True  # demos go into the system message as labelled examples
 
-    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: OptimizeRequest,
+    def evaluate(self, prompt: OptimizedPrompt, split: Split, request: CaseContext,
                  phase: str, *, max_errors: int, options: Mapping[str, Any] | None = None,
                  ) -> tuple[ItemResult, ...]:
         opts = {**DEFAULT_OPTIONS, **(options or {})}

@@ -8,6 +8,7 @@ here, only the name of the variable holding it, so no record or log can leak it.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -162,3 +163,12 @@ def load_dotenv(path: Path = Path(".env"), env: dict[str, str] | None = None) ->
         key, value = line.split("=", 1)
         key = key.removeprefix("export ").strip()
         target.setdefault(key, value.strip().strip("'\""))
+
+
+def token_limits_text(text: str) -> str:
+    """--max-tokens: N or KIND=N,... checked now (the text itself is what is passed on)."""
+    try:
+        parse_token_limits(text)
+    except LMConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--max-tokens: ")) from None
+    return text

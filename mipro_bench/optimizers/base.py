@@ -10,37 +10,28 @@ module with its `OptimizerSpec`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from mipro_bench.data import Splits
+from mipro_bench.case_context import CaseContext
+from mipro_bench.case_context import Progress as Progress  # re-exported for adapters
+from mipro_bench.case_context import UsageReader as UsageReader  # re-exported for adapters
+from mipro_bench.errors import UsageError as UsageError  # re-exported: raised by adapters
 from mipro_bench.errors import UserError
-from mipro_bench.lm.endpoint import LMEndpoint
 from mipro_bench.prompt import BASELINE_INSTRUCTION
-from mipro_bench.results import Mode, OptimizedPrompt, PhaseUsage, TrajectoryPoint
+from mipro_bench.results import Mode, OptimizedPrompt, TrajectoryPoint
 
 if TYPE_CHECKING:
     from mipro_bench.optimizers.spec import OptimizerSpec
-    from mipro_bench.session_servers import SessionServers
 
 BASELINE_PROMPT = OptimizedPrompt(instruction=BASELINE_INSTRUCTION, demos=())
 
-Progress = Callable[[str], None]
-# Reads one case's LM usage so far, per phase, as the gateway counted it.
-UsageReader = Callable[[], Mapping[str, PhaseUsage]]
 
 
 class NotSupported(UserError):
     """This optimizer cannot run this configuration (e.g. Synth MIPRO few-shot)."""
-
-
-class UsageError(UserError, ValueError):
-    """A budget or option combination that cannot run (CLIs: one line, exit 2).
-
-    Raised before any LM call, e.g. DSPy's `--trials` together with `--auto`.
-    """
 
 
 class ServiceRefused(RuntimeError):
@@ -52,39 +43,15 @@ class ServiceRefused(RuntimeError):
     """
 
 
-@dataclass(frozen=True)
-class OptimizeRequest:
-    splits: Splits
-    lm: LMEndpoint
+@dataclass(frozen=True, kw_only=True)
+class OptimizeRequest(CaseContext):
+    """A case's context (panel, LM endpoint, scope, servers) plus what only an optimizer
+    needs: the mode, its own frozen budget type (its spec's budget_type), seed, options."""
+
     mode: Mode
-    budget: Any  # the optimizer's own frozen budget type (its spec's budget_type)
+    budget: Any
     seed: int
-    workdir: Path
-    # The gateway path segment this case's LM calls are counted under; unique per case so
-    # concurrent cases (xdist, several seeds) never mix their usage.
-    scope: str
-    progress: Progress | None = None
     options: dict[str, Any] = field(default_factory=dict)
-    # This case's usage so far (the gateway's count, complete whatever the client): the
-    # runner's usage block and an adapter's score-vs-calls trajectory both read it.
-    usage: UsageReader | None = None
-    # The session's shared servers (task app, interceptor, an optimizer's backend); None
-    # outside a session, in which case each use starts and stops a private one.
-    harness: SessionServers | None = None
-
-    def lm_base_url(self, phase: str) -> str:
-        return self.lm.base_url(self.scope, phase)
-
-    def read_usage(self) -> Mapping[str, PhaseUsage]:
-        """This case's per-phase usage so far: the in-process reader if given, else the
-        gateway's `GET /usage` (works from any process, e.g. an xdist worker)."""
-        if self.usage is not None:
-            return self.usage()
-        return self.lm.usage(self.scope).get(self.scope, {})
-
-    def say(self, message: str) -> None:
-        if self.progress is not None:
-            self.progress(message)
 
 
 @dataclass(frozen=True)

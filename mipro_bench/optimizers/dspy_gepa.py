@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from mipro_bench.data import Example
-from mipro_bench.executors.base import EvaluationFailed
+from mipro_bench.executors.base import EvaluationFailed, allowed_item_errors
 from mipro_bench.executors.dspy_program import (
     DSPyProgramOptions,
     build_program,
@@ -51,8 +51,8 @@ from mipro_bench.optimizers.base import (
     UsageReader,
 )
 from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec
-from mipro_bench.optimizers.typed_config import BudgetBase, check_at_least
 from mipro_bench.results import Mode, TrajectoryPoint
+from mipro_bench.typed_config import BudgetBase, check_at_least
 
 log = logging.getLogger(__name__)
 
@@ -369,7 +369,6 @@ class DSPyGEPA:
         import dspy
 
         from mipro_bench.lm.dspy_lm import isolated_dspy_cache
-        from mipro_bench.runner import allowed_item_errors
 
         o = self.options
         splits = request.splits

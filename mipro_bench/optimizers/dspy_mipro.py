@@ -44,9 +44,9 @@ from mipro_bench.optimizers.base import (
     UsageReader,
 )
 from mipro_bench.optimizers.spec import CliShortcut, OptimizerSpec, SeedCase, SeedCli
-from mipro_bench.optimizers.typed_config import BudgetBase, check_at_least
 from mipro_bench.option_decl import Opt
 from mipro_bench.results import MODES, Mode, TrajectoryPoint
+from mipro_bench.typed_config import BudgetBase, check_at_least
 
 log = logging.getLogger(__name__)
 

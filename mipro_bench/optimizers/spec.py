@@ -16,10 +16,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mipro_bench.optimizers.base import UsageError
-from mipro_bench.optimizers.typed_config import BudgetBase, OptionsBase
+from mipro_bench.errors import UsageError
 from mipro_bench.option_decl import Opt
 from mipro_bench.results import Mode
+from mipro_bench.typed_config import BudgetBase, OptionsBase
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,17 @@ import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from mipro_bench.optimizers.base import OptimizeOutcome, OptimizeRequest, UsageError
 from mipro_bench.optimizers.synth_backends import synth_backend_factory
-from mipro_bench.optimizers.synth_mipro import (
+from mipro_bench.optimizers.synth_refusals import (
+    HostedRefused,
+    poll_refusal,
+    submit_refusal,
+    tunnel_failure_line,
+)
+from mipro_bench.optimizers.synth_sdk import (
     HOSTED_BACKEND_URL,
     JobSettings,
     SynthJobFailed,
@@ -40,22 +46,33 @@ from mipro_bench.optimizers.synth_mipro import (
     sdk_environment,
     sdk_model_for,
 )
-from mipro_bench.optimizers.synth_refusals import (
-    HostedRefused,
-    poll_refusal,
-    submit_refusal,
-    tunnel_failure_line,
-)
 
-if TYPE_CHECKING:
-    from mipro_bench.optimizers.synth_mipro import SynthMIPRO
+
+class JobOptions(Protocol):
+    """The adapter's options a job reads (SynthOptions has them)."""
+
+    backend_url: str | None
+    job_timeout_s: float
+    poll_interval_s: float | None
+    rollout_timeout_s: float
+    task_app_port: int
+
+
+class SynthJobOwner(Protocol):
+    """What runs a job needs of the adapter: its options and the task app it wants. A
+    protocol, so this module never imports the adapter that calls it."""
+
+    @property
+    def options(self) -> JobOptions: ...
+
+    def task_app_options(self) -> dict[str, Any]: ...
 
 LOCAL_POLL_INTERVAL_S = 0.25
 HOSTED_POLL_INTERVAL_S = 5.0
 SDK_AUTH_LOGGER = "synth_ai.sdk.localapi.auth"  # where synth-ai logs a failed env-key upload
 
 
-def backend_url_for(opt: SynthMIPRO, kind: Literal["local", "hosted"]) -> str | None:
+def backend_url_for(opt: SynthJobOwner, kind: Literal["local", "hosted"]) -> str | None:
     """Where to submit: explicit URL, else SYNTH_BACKEND_URL / production when hosted.
 
     None means "start the in-process local backend".
@@ -180,7 +197,7 @@ def json_fetcher(backend_url: str, api_key: str, timeout_s: float = 30.0
     return fetch
 
 
-def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float,
+def _poll(job: Any, opt: SynthJobOwner, request: OptimizeRequest, interval: float,
           hosted_url: str | None) -> Any:
     """The SDK's poll; `hosted_url` (the hosted backend's, None for the local one) turns the
     service refusing the poll route into `HostedRefused`."""
@@ -204,7 +221,7 @@ def _poll(job: Any, opt: SynthMIPRO, request: OptimizeRequest, interval: float,
         raise SynthJobFailed(f"polling Synth job {job.job_id} failed: {one_line(exc)}") from None
 
 
-def run_synth_job(opt: SynthMIPRO, request: OptimizeRequest, settings: JobSettings,
+def run_synth_job(opt: SynthJobOwner, request: OptimizeRequest, settings: JobSettings,
                   kind: Literal["local", "hosted"]) -> OptimizeOutcome:
     from synth_ai.sdk.optimization import PolicyOptimizationJob
 

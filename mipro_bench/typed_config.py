@@ -14,7 +14,7 @@ import typing
 from collections.abc import Mapping
 from typing import Any, Self
 
-from mipro_bench.optimizers.base import UsageError
+from mipro_bench.errors import UsageError
 
 
 def _allowed(hint: Any) -> tuple[type, ...]:
