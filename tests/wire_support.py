@@ -233,23 +233,22 @@ def instruction_problems(wire: Wire, record: dict[str, Any], baseline: str) -> l
     baseline instruction) or without the baseline instruction."""
     instruction = record["optimized_prompt"]["instruction"]
     problems: list[str] = []
-    for executor in EXECUTORS:
-        scope, phase = optimized_phase(record, executor)
+
+    def each_carries(where: tuple[str, str], text: str, what: str) -> list[dict[str, Any]]:
+        scope, phase = where
         requests = wire.requests(scope, phase)
         if not requests:
             problems.append(f"{scope} {phase}: no journaled request")
-        missing = sum(not has_instruction(r, instruction) for r in requests)
+        missing = sum(not has_instruction(r, text) for r in requests)
         if missing:
-            problems.append(f"{scope} {phase}: optimized instruction missing from {missing} "
+            problems.append(f"{scope} {phase}: {what} missing from {missing} "
                             f"of {len(requests)} requests")
+        return requests
+
+    for executor in EXECUTORS:
+        each_carries(optimized_phase(record, executor), instruction, "optimized instruction")
         scope, phase = baseline_phase(record, executor)
-        requests = wire.requests(scope, phase)
-        if not requests:
-            problems.append(f"{scope} {phase}: no journaled request")
-        without = sum(not has_instruction(r, baseline) for r in requests)
-        if without:
-            problems.append(f"{scope} {phase}: baseline instruction missing from {without} "
-                            f"of {len(requests)} baseline requests")
+        requests = each_carries((scope, phase), baseline, "baseline instruction")
         if _flat(instruction) != _flat(baseline):
             present = sum(has_instruction(r, instruction) for r in requests)
             if present:
