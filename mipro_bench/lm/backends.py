@@ -104,6 +104,16 @@ class LMBackend:
               replaying: bool = False) -> Iterator[StartedLM]:
         yield StartedLM(settings)
 
+    def preflight(self, settings: LMSettings) -> None:
+        """Before any case: LMBackendUnavailable (one line) when the upstream cannot serve
+        the run (mipro_bench.lm.preflight; nothing to check without an upstream URL)."""
+        from mipro_bench.lm.preflight import PreflightFailed, check_endpoint
+
+        try:
+            check_endpoint(settings)
+        except PreflightFailed as exc:
+            raise LMBackendUnavailable(str(exc)) from None
+
     def responder(self, settings: LMSettings, *, seed: int = 0,
                   retry: RetryPolicy | None = None) -> Responder:
         from mipro_bench.lm.forwarder import ForwardResponder

@@ -78,8 +78,10 @@ def run_lm(settings: LMSettings, say: Callable[[str], None] | None = None,
         try:
             replaying = gateway_kwargs.get("replay_mode") == "replay" and gateway_kwargs.get(
                 "replay") is not None
-            started = stack.enter_context(get_backend(settings.plugin).start(
-                settings, say=say, replaying=replaying))
+            backend = get_backend(settings.plugin)
+            started = stack.enter_context(backend.start(settings, say=say, replaying=replaying))
+            if not replaying:  # fail fast: a broken LM is one line before any case starts
+                backend.preflight(started.settings)
             if started.network is not None:
                 gateway_kwargs = {**gateway_kwargs, "network": started.network}
             handle = stack.enter_context(start_gateway(started.settings, **gateway_kwargs))
