@@ -25,6 +25,7 @@ import hashlib
 import random
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,8 @@ from mipro_bench.offline.synth_backend.proposer_agent import GatewayProposerAgen
 from mipro_bench.task_client.interceptor import InterceptRoute
 from mipro_bench.task_client.rollouts import LabelledExample, RolloutOutcome, TaskAppClient
 
+# What the package's loop calls to score a candidate: (score, details).
+Evaluate = Callable[[synth.MiproProgramCandidate], Awaitable[tuple[float, dict[str, Any]]]]
 MODULE_ID = "system_prompt"
 RUN_ID = "mipro-bench"  # fixed: the loop shows it to the proposer, so it must not vary
 MAX_GROUNDING_EXAMPLES = 1000
@@ -124,7 +127,10 @@ class SynthOfflineRun:
                                      "lm_calls": self.acct.lm_calls, "score": score,
                                      "kind": kind, "candidate_id": cid, "label": label})
 
-    def evaluator(self, app: TaskAppClient, split: str):
+    def evaluator(self, app: TaskAppClient, split: str) -> Evaluate:
+        """Synth's `evaluate_train` / `evaluate_heldout`: a candidate scored by task-app
+        rollouts on a seeded train minibatch, or on the val seeds."""
+
         async def evaluate(candidate: synth.MiproProgramCandidate) -> tuple[float, dict[str, Any]]:
             instruction = _instruction(candidate)
             cid = self._cid(instruction)
