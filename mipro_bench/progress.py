@@ -224,6 +224,9 @@ class CaseProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._last_usage: Mapping[str, PhaseUsage] = {}
+        # phase -> where its calls are really counted (a shared baseline evaluation runs
+        # under a scope of its own): (scope, that scope's phase, a reader of its usage).
+        self._elsewhere: dict[str, tuple[str, str, UsageReader]] = {}
 
     # -- what the runner calls --
 
@@ -242,6 +245,13 @@ class CaseProgress:
             self._thread = threading.Thread(target=self._loop, name="mipro-progress",
                                             daemon=True)
             self._thread.start()
+
+    def counted_elsewhere(self, phase: str, *, scope: str, scope_phase: str,
+                          read: UsageReader) -> None:
+        """This case's `phase` is spent under `scope`'s `scope_phase` (the shared baseline it
+        computes or waits for): show that count while the phase runs, where the user looks.
+        `read` reads that scope's usage when no in-process reader was given."""
+        self._elsewhere[phase] = (scope, scope_phase, read)
 
     def phase(self, name: str) -> None:
         self._phase = name
@@ -288,6 +298,14 @@ class CaseProgress:
                 usage = self._last_usage = dict(self._read())
             except Exception as exc:  # the last good count beats no line
                 log.debug("progress usage read failed: %s", exc)
+        for name, (scope, scope_phase, read) in list(self._elsewhere.items()):
+            try:
+                there = (self._usage_of(scope) if self._usage_of is not None else read())
+            except Exception as exc:
+                log.debug("progress usage read failed: %s", exc)
+                continue
+            if scope_phase in there:
+                usage = {**usage, name: there[scope_phase]}
         retries = 0
         if self._retries_of is not None:
             try:

@@ -220,8 +220,12 @@ def run_case(
         # recording whatever the order of cases or workers.
         shared_scope = f"baseline-{executor}-{key[:12]}"
 
+        shared_request = replace(request, scope=shared_scope, usage=None)
+        if done.watch is not None:  # its calls count under the shared scope: show them here
+            done.watch.counted_elsewhere(phase, scope=shared_scope, scope_phase=SHARED_PHASE,
+                                         read=shared_request.read_usage)
+
         def compute() -> SharedEvaluation:
-            shared_request = replace(request, scope=shared_scope, usage=None)
             items = score(BASELINE_PROMPT, splits.test, shared_request, SHARED_PHASE,
                           executor=executor, options=options,
                           max_item_error_rate=max_item_error_rate)

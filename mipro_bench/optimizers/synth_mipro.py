@@ -139,9 +139,11 @@ class SynthMIPRO:
 
     def planned_calls(self, request: OptimizeRequest) -> int | None:
         """About how many LM calls the optimize phase spends through the gateway (for live
-        progress only): its rollouts plus about one proposer call per candidate."""
+        progress only): its rollouts (the local backend plans at most that many) plus about
+        three turns of Synth's proposer per candidate (it reads, then adds candidates two a
+        turn with a read between: 18 turns for the default 6 candidates, measured)."""
         settings = self.job_settings(request)
-        return settings.rollouts + settings.num_candidates
+        return settings.rollouts + 3 * settings.num_candidates
 
     def _check_static(self, request: OptimizeRequest) -> None:
         if request.mode != "instruction_only":
