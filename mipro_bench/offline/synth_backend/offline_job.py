@@ -57,6 +57,16 @@ def optimizer_package() -> dict[str, str]:
             "module": "synth_optimizers.miprov2"}
 
 
+async def grounding_rows(cfg: MiproJobConfig, app: TaskAppClient) -> list[dict[str, Any]]:
+    """The labelled train rows Synth's proposer reads (from the task app's /task_info), in
+    the shape its read tools show: row_id, seed, query, intent."""
+    split = cfg.env_config.get("split")
+    examples: list[LabelledExample] = await app.examples(
+        cfg.bootstrap_seeds[:MAX_GROUNDING_EXAMPLES], split if isinstance(split, str) else None)
+    return [{"row_id": f"train-{e.seed}", "seed": e.seed, "query": e.query, "intent": e.intent}
+            for e in examples]
+
+
 def _instruction(candidate: synth.MiproProgramCandidate) -> str:
     return candidate.selected_instructions[MODULE_ID]
 
@@ -150,14 +160,6 @@ class SynthOfflineRun:
                            "failed": sum(1 for o in outcomes if not o.ok)}
         return evaluate
 
-    async def grounding_rows(self, app: TaskAppClient) -> list[dict[str, Any]]:
-        split = self.cfg.env_config.get("split")
-        examples: list[LabelledExample] = await app.examples(
-            self.cfg.bootstrap_seeds[:MAX_GROUNDING_EXAMPLES],
-            split if isinstance(split, str) else None)
-        return [{"row_id": f"train-{e.seed}", "seed": e.seed, "query": e.query,
-                 "intent": e.intent} for e in examples]
-
     # -- the whole job --
 
     def _workdir(self) -> Path:
@@ -175,7 +177,7 @@ class SynthOfflineRun:
             await app.check_health()
             self.ctx.store.emit(self.job, "budget.planned", "rollout budget planned",
                                 plan.to_dict())
-            rows = await self.grounding_rows(app) if plan.proposer_rounds else []
+            rows = await grounding_rows(cfg, app) if plan.proposer_rounds else []
             self.route = self.ctx.interceptor.register(
                 cfg.initial_prompt, {}, upstream_url=self.ctx.upstream_url,
                 upstream_api_key=self.ctx.upstream_api_key, on_call=self.acct.on_policy_call,

@@ -39,7 +39,12 @@ from synth_optimizers.miprov2 import core as synth
 from mipro_bench.offline.synth_backend.accounting import Accounting, JobContext, JobFailed
 from mipro_bench.offline.synth_backend.config import MiproJobConfig
 from mipro_bench.offline.synth_backend.jobs import Job
-from mipro_bench.offline.synth_backend.offline_job import MAX_NOOP_TURNS, MAX_TURNS, MODULE_ID
+from mipro_bench.offline.synth_backend.offline_job import (
+    MAX_NOOP_TURNS,
+    MAX_TURNS,
+    MODULE_ID,
+    grounding_rows,
+)
 from mipro_bench.offline.synth_backend.proposer_agent import GatewayProposerAgent
 from mipro_bench.task_client.patterns import PromptPattern
 from mipro_bench.task_client.rollouts import TaskAppClient
@@ -85,11 +90,7 @@ async def propose_online_candidates(cfg: MiproJobConfig, ctx: JobContext, job: J
     candidates = [Candidate("c0", base.instruction, base, "baseline")]
     if cfg.num_candidates == 0:
         return candidates
-    split = cfg.env_config.get("split")
-    examples = await app.examples(cfg.bootstrap_seeds[:1000],
-                                  split if isinstance(split, str) else None)
-    rows = [{"row_id": f"train-{e.seed}", "seed": e.seed, "query": e.query, "intent": e.intent}
-            for e in examples]
+    rows = await grounding_rows(cfg, app)
     if len(rows) > cfg.proposer.examples_per_proposal:
         rows = random.Random(f"{cfg.seed}:rows:1").sample(rows, cfg.proposer.examples_per_proposal)
     space = synth.compile_search_space(synth.MiproProgramTemplate(
